@@ -1,0 +1,194 @@
+"""`seg-pipeline`: run the whole segmentation in process, generate data, print the latest summary."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False)
+
+UNPARTITIONED = ["raw_transactions", "cleaned_sales"]
+PARTITIONED = [
+    "customer_features",
+    "scaled_matrix",
+    "clustering_model",
+    "segment_assignments",
+    "segment_migration_history",
+]
+
+
+def _prepare_instance(home: Path):
+    """The Dagster instance lives in <home>/dagster, so `dagster dev` on the same home shows these runs."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster")
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    cfg = dagster_home / "dagster.yaml"
+    if not cfg.exists():
+        cfg.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    import dagster as dg
+
+    return dg.DagsterInstance.get()
+
+
+def run_pipeline(home: Path, source: str | None = None, mapping: str | None = None, quarters: str = "all",
+                 quiet: bool = False) -> list[str]:
+    """Materialise raw and cleaned sales, then every quarterly asset for the chosen quarters. Returns the
+    quarters run. Raises click.ClickException with the failing step's message on failure."""
+    import dagster as dg
+
+    from .definitions import ALL_ASSETS
+    from .partitions import quarters_covered
+    from .resources import build_resources
+
+    instance = _prepare_instance(home)
+    resources = build_resources(home, source, mapping)
+    quiet_logs = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+    def step(selection: list[str], partition_key: str | None, label: str):
+        t0 = time.perf_counter()
+        result = dg.materialize(
+            ALL_ASSETS,
+            selection=selection,
+            partition_key=partition_key,
+            resources=resources,
+            instance=instance,
+            run_config=quiet_logs,
+            raise_on_error=False,
+            tags={"seg_pipeline/launched_by": "cli"},
+        )
+        if not result.success:
+            raise click.ClickException(f"{label} failed: {_failure_message(result)}")
+        return result, time.perf_counter() - t0
+
+    console.print(f"[bold]seg_pipeline[/] home {home}")
+    res, dt = step(UNPARTITIONED, None, "ingest and cleaning")
+    _report_steps(res, dt, "history", quiet)
+
+    warehouse = resources["warehouse"]
+    with warehouse.get_connection() as con:
+        lo, hi = con.execute("SELECT min(invoice_date), max(invoice_date) FROM cleaned_sales").fetchall()[0]
+    covered = [q.key for q in quarters_covered(lo.date(), hi.date())]
+    if not covered:
+        raise click.ClickException(f"the data ({lo:%Y-%m-%d} .. {hi:%Y-%m-%d}) covers no complete quarter")
+    todo = covered if quarters == "all" else covered[-1:] if quarters == "latest" else quarters.split(",")
+    unknown = [q for q in todo if q not in covered]
+    if unknown:
+        raise click.ClickException(f"quarter(s) {unknown} not covered by the data; covered: {covered}")
+    console.print(f"data {lo:%Y-%m-%d} .. {hi:%Y-%m-%d}: {len(covered)} quarters; running {len(todo)}")
+    for i, q in enumerate(todo, 1):
+        res, dt = step(PARTITIONED, q, f"quarter {q}")
+        _report_steps(res, dt, f"[{i}/{len(todo)}] {_label(q)}", quiet)
+    return todo
+
+
+def _label(q: str) -> str:
+    from .partitions import parse_quarter
+
+    return parse_quarter(q).label
+
+
+def _failure_message(result) -> str:
+    for ev in result.all_events:
+        if ev.event_type_value == "STEP_FAILURE":
+            err = ev.event_specific_data.error
+            while err is not None and err.cause is not None and "DagsterExecutionStepExecutionError" in err.cls_name:
+                err = err.cause  # the user code's own exception
+            msg = err.message.strip() if err else (ev.message or "")
+            # dagster.Failure carries our description; show it without the class prefix
+            return f"step {ev.step_key}: " + msg.split("dagster._core.definitions.events.Failure: ")[-1]
+    return "unknown error (see the Dagster run log)"
+
+
+def _report_steps(result, seconds: float, label: str, quiet: bool) -> None:
+    if quiet:
+        return
+    parts = []
+    for mat in result.get_asset_materialization_events():
+        m = mat.event_specific_data.materialization
+        rows = m.metadata.get("dagster/row_count")
+        name = m.asset_key.to_user_string()
+        parts.append(f"{name} {rows.value:,}" if rows is not None else name)
+    console.print(f"{label:<14} [green]ok[/] {seconds:5.1f}s  " + " · ".join(parts))
+
+
+def print_summary(home: Path, quarter: str | None = None) -> None:
+    from .insights.summary import latest_summary
+
+    data = latest_summary(home / "warehouse.duckdb", quarter)
+    if data is None:
+        raise click.ClickException(f"no segmentation in {home}: run `seg-pipeline run` first")
+    q, summary, counts, headline = data
+    t = Table(title=f"Segments, {_label(q)} (as of quarter end)", title_justify="left")
+    for col in ("segment", "customers", "% customers", "% revenue", "recency (d)", "frequency", "monetary", "action"):
+        t.add_column(col, justify="left" if col in ("segment", "action") else "right", overflow="fold")
+    for r in summary.itertuples():
+        t.add_row(r.segment, f"{r.customers:,}", f"{r.share_customers:.1%}", f"{r.share_revenue:.1%}",
+                  f"{r.mean_recency_days:.0f}", f"{r.mean_frequency:.1f}", f"{r.mean_monetary:,.0f}", r.action)
+    console.print(t)
+    console.print(headline)
+    if counts is not None and not counts.empty:
+        m = Table(title=f"Migration {_label(q)} vs previous quarter (rows: from, columns: to)", title_justify="left")
+        m.add_column("from \\ to")
+        for c in counts.columns:
+            m.add_column(str(c), justify="right")
+        for idx, row in counts.iterrows():
+            m.add_row(str(idx), *[f"{v:,}" for v in row])
+        console.print(m)
+
+
+@click.group()
+def main() -> None:
+    """Customer segmentation for retailers: Dagster assets over DuckDB, gated by data contracts."""
+
+
+@main.command()
+@click.option("--source", type=click.Path(dir_okay=True), default=None,
+              help="Transactions file (.csv, .csv.gz, .parquet, .xlsx) or folder. Default: SEG_PIPELINE_SOURCE, else the generated sample.")
+@click.option("--mapping", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="YAML column mapping for exports with other column names.")
+@click.option("--home", type=click.Path(file_okay=False), default=None, help="Pipeline home (default SEG_PIPELINE_HOME or .seg_home).")
+@click.option("--quarters", default="all", show_default=True, help="all, latest, or comma-separated quarter keys (2011-07-01).")
+def run(source, mapping, home, quarters) -> None:
+    """Materialise every asset for every quarter the data covers, then print the latest summary."""
+    from . import settings
+
+    home_path = Path(home).resolve() if home else settings.home_dir()
+    t0 = time.perf_counter()
+    done = run_pipeline(home_path, source, mapping, quarters)
+    console.print(f"finished {len(done)} quarter(s) in {time.perf_counter() - t0:.1f}s\n")
+    print_summary(home_path, done[-1])
+
+
+@main.command()
+@click.option("--rows", type=int, default=None, help="Approximate number of lines (default: a ~5,000-customer retailer).")
+@click.option("--customers", type=int, default=None)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help=".csv, .csv.gz, .parquet or .xlsx")
+def generate(rows, customers, seed, out) -> None:
+    """Write generated Online Retail II-shaped transactions."""
+    from .sample_data import write_transactions
+
+    t0 = time.perf_counter()
+    path = write_transactions(out, rows=rows, n_customers=customers, seed=seed)
+    console.print(f"wrote {path} in {time.perf_counter() - t0:.1f}s")
+
+
+@main.command()
+@click.option("--home", type=click.Path(file_okay=False), default=None)
+@click.option("--quarter", default=None, help="Quarter key; default the latest segmented quarter.")
+def summary(home, quarter) -> None:
+    """Print the segment table and migration matrix of a quarter already materialised."""
+    from . import settings
+
+    print_summary(Path(home).resolve() if home else settings.home_dir(), quarter)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

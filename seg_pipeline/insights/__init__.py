@@ -1,0 +1,1 @@
+"""Reading the published segmentation back: summaries, concentration, reports."""

@@ -1,0 +1,40 @@
+"""The latest quarter's segment table and migration matrix, read from the warehouse (read-only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+
+def latest_summary(database: Path, quarter: str | None = None):
+    """(quarter, segment summary, migration counts, headline) or None if nothing is segmented yet."""
+    if not Path(database).exists():
+        return None
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if "segment_summary" not in tables:
+            return None
+        if quarter is None:
+            quarter = con.execute("SELECT max(quarter) FROM segment_summary").fetchall()[0][0]
+        summary = con.execute(
+            "SELECT * FROM segment_summary WHERE quarter = ? ORDER BY share_revenue DESC", [quarter]
+        ).df()
+        if summary.empty:
+            return None
+        counts = None
+        if "segment_migration_history" in tables:
+            hist = con.execute(
+                "SELECT from_segment, to_segment FROM segment_migration_history WHERE quarter = ?", [quarter]
+            ).df()
+            if not hist.empty:
+                counts = pd.crosstab(hist["from_segment"], hist["to_segment"])
+        top = summary.iloc[0]
+        headline = (
+            f"{top.segment}: {top.share_customers:.1%} of customers bring {top.share_revenue:.1%} of revenue."
+        )
+        return quarter, summary, counts, headline
+    finally:
+        con.close()

@@ -1,0 +1,1 @@
+"""Pure, parameterised functions: scale, choose k, fit, name segments. No Dagster, no DuckDB."""

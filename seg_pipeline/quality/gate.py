@@ -1,0 +1,155 @@
+"""Run a data contract with Great Expectations on a DuckDB table, in place, and turn the result into a
+Dagster asset check result.
+
+GX 1.x validates the table through its SQL data source (SQLAlchemy + duckdb-engine) on the pipeline's own
+DuckDB connection: every expectation is a SQL query over the whole table, nothing is pulled into pandas.
+See `gx_duckdb.py` for the one compatibility fix this needs in GX 1.24.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import dagster as dg
+import duckdb
+
+from .contracts import Contract, Rule, load_contract
+from .gx_duckdb import validate_table
+
+MAX_EXAMPLES = 5
+
+
+@dataclass
+class RuleOutcome:
+    rule: str
+    type: str
+    column: str | None
+    severity: str
+    success: bool
+    unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    observed: object = None
+    examples: list = field(default_factory=list)
+    error: str | None = None
+
+    def sentence(self) -> str:
+        where = f" (column {self.column})" if self.column else ""
+        if self.error:
+            return f"[{self.severity.upper()}] {self.rule}{where}: could not be evaluated: {self.error}"
+        if self.success:
+            return f"[{self.severity.upper()}] {self.rule}{where}: passed"
+        what = []
+        if self.unexpected_count is not None:
+            pct = f" ({self.unexpected_percent:.2f}%)" if self.unexpected_percent is not None else ""
+            what.append(f"{self.unexpected_count:,} row(s) break it{pct}")
+        elif self.observed is not None:
+            what.append(f"observed {self.observed}")
+        if self.examples:
+            what.append(f"e.g. {', '.join(_short(x) for x in self.examples[:MAX_EXAMPLES])}")
+        return f"[{self.severity.upper()}] {self.rule}{where}: FAILED: " + "; ".join(what)
+
+
+def _short(x, n: int = 80) -> str:
+    s = json.dumps(x, default=str) if not isinstance(x, str) else repr(x)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+@dataclass
+class ContractOutcome:
+    contract: Contract
+    table: str
+    rows: int
+    outcomes: list[RuleOutcome]
+    seconds: float
+    source: str = ""
+
+    @property
+    def failed(self) -> list[RuleOutcome]:
+        return [o for o in self.outcomes if not o.success]
+
+    @property
+    def blocking(self) -> bool:
+        return any(o.severity == "error" for o in self.failed)
+
+    def summary_md(self) -> str:
+        lines = ["| rule | column | severity | result | unexpected | % | examples |", "|---|---|---|---|---|---|---|"]
+        for o in self.outcomes:
+            result = "pass" if o.success else ("ERROR" if o.error else "FAIL")
+            ex = ", ".join(_short(x, 40) for x in o.examples[:3]).replace("|", "\\|")
+            pct = "" if o.unexpected_percent is None else f"{o.unexpected_percent:.2f}"
+            cnt = "" if o.unexpected_count is None else f"{o.unexpected_count:,}"
+            lines.append(f"| {o.rule} | {o.column or ''} | {o.severity} | {result} | {cnt} | {pct} | {ex} |")
+        return "\n".join(lines)
+
+    def check_result(self) -> dg.AssetCheckResult:
+        passed = not self.failed
+        if passed:
+            desc = f"All {len(self.outcomes)} rules of {self.contract.path.name} passed on {self.rows:,} rows."
+        else:
+            desc = self.failure_message()
+        return dg.AssetCheckResult(
+            check_name="data_contract",
+            passed=passed,
+            severity=dg.AssetCheckSeverity.ERROR if self.blocking else dg.AssetCheckSeverity.WARN,
+            description=desc[:2000],
+            metadata={
+                "contract": dg.MetadataValue.path(str(self.contract.path)),
+                "rows_validated": self.rows,
+                "rules": len(self.outcomes),
+                "rules_failed": len(self.failed),
+                "validation_seconds": round(self.seconds, 3),
+                "results": dg.MetadataValue.md(self.summary_md()),
+                "failed_rules": dg.MetadataValue.json(
+                    [
+                        {
+                            "rule": o.rule,
+                            "expectation": o.type,
+                            "column": o.column,
+                            "severity": o.severity,
+                            "unexpected_count": o.unexpected_count,
+                            "unexpected_percent": o.unexpected_percent,
+                            "examples": [str(x) for x in o.examples[:MAX_EXAMPLES]],
+                            "error": o.error,
+                        }
+                        for o in self.failed
+                    ]
+                ),
+            },
+        )
+
+    def failure_message(self) -> str:
+        src = f" from {self.source}" if self.source else ""
+        head = (
+            f"{self.contract.asset}: data contract {self.contract.path.name} failed on {self.rows:,} rows{src}"
+            + (" - nothing downstream runs; the published table is unchanged." if self.blocking else " (warnings only).")
+        )
+        return "\n".join([head] + [o.sentence() for o in self.failed])
+
+    def failure_metadata(self) -> dict:
+        return {"staged_table": self.table, "contract": str(self.contract.path)}
+
+
+def run_contract(
+    con: duckdb.DuckDBPyConnection,
+    asset: str,
+    table: str,
+    params: dict,
+    context: dg.AssetExecutionContext | None = None,
+    contract: Contract | None = None,
+) -> ContractOutcome:
+    contract = contract or load_contract(asset)
+    rules: list[Rule] = [r.render(params, contract.path.name) for r in contract.rules]
+    rows = con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
+    source = ""
+    if "_source_file" in [c[0] for c in con.execute(f'DESCRIBE "{table}"').fetchall()]:
+        files = [r[0] for r in con.execute(f'SELECT DISTINCT _source_file FROM "{table}" LIMIT 5').fetchall()]
+        source = ", ".join(str(f) for f in files)
+    t0 = time.perf_counter()
+    outcomes = validate_table(con, table, rules, suite_name=f"{asset}_contract")
+    outcome = ContractOutcome(contract, table, rows, outcomes, time.perf_counter() - t0, source)
+    if context is not None:
+        log = context.log.error if outcome.blocking else context.log.warning if outcome.failed else context.log.info
+        log(outcome.failure_message() if outcome.failed else f"{asset}: contract passed ({rows:,} rows, {outcome.seconds:.2f}s)")
+    return outcome

@@ -1,0 +1,127 @@
+"""Great Expectations 1.x over a DuckDB table, in place, on the pipeline's own DuckDB connection.
+
+Why this module exists: in GX 1.24 the SQL data source over DuckDB returns empty results
+(`SqlAlchemyExecutionEngine.execute_query` hands back a result after its connection has been released, and
+duckdb-engine results are empty once the connection they came from is closed or rolled back; GX issues
+#11579 and #10738). We give GX a SQLAlchemy engine whose DBAPI connections are cursors of our own DuckDB
+connection (`creator=`), each query running on its own cursor, so releasing the SQLAlchemy connection
+cannot discard a pending result. tests/quality/test_gx_duckdb.py fails if a GX upgrade changes this.
+
+Everything else is plain GX: an ephemeral context, a SQL data source, one table asset per validated table,
+a whole-table batch and an ExpectationSuite built from the contract's rules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import threading
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+import duckdb  # noqa: E402
+
+_LOCK = threading.Lock()
+_gx = None
+
+
+def _import_gx():
+    global _gx
+    if _gx is None:
+        import great_expectations as gx  # ~4 s: imported on first validation only
+
+        _gx = gx
+    return _gx
+
+
+def _engine_kwargs(con: duckdb.DuckDBPyConnection) -> dict:
+    import duckdb_engine
+
+    class CursorPerQuery(duckdb_engine.ConnectionWrapper):
+        """Each DBAPI cursor is its own cursor of the pipeline's connection (same database instance, same
+        committed data), so a result stays readable after SQLAlchemy releases the connection."""
+
+        def __init__(self, c):
+            super().__init__(c)
+            self._base = c
+
+        def cursor(self):
+            return duckdb_engine.CursorWrapper(self._base.cursor(), self)
+
+    return {"creator": lambda: CursorPerQuery(con.cursor())}
+
+
+def build_expectation(gx, rule, index: int = 0):
+    """A GX expectation object for a contract rule."""
+    meta = {"rule": rule.rule, "index": index}
+    severity = "critical" if rule.severity == "error" else "warning"
+    if rule.type == "unexpected_rows":
+        return gx.expectations.UnexpectedRowsExpectation(
+            unexpected_rows_query=rule.query, description=rule.rule, meta=meta, severity=severity
+        )
+    cls_name = "".join(p.capitalize() for p in rule.type.split("_"))
+    cls = getattr(gx.expectations, cls_name, None)
+    if cls is None:
+        raise ValueError(f"unknown Great Expectations expectation type {rule.type!r} ({cls_name})")
+    return cls(**rule.kwargs, meta=meta, severity=severity)
+
+
+def validate_table(con: duckdb.DuckDBPyConnection, table: str, rules: list, suite_name: str) -> list:
+    """Validate every rule on the whole table; one RuleOutcome per rule, in order."""
+    from .gate import RuleOutcome
+
+    gx = _import_gx()
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+    with _LOCK:
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        ds = context.data_sources.add_sql(
+            "warehouse", connection_string="duckdb:///:memory:", kwargs=_engine_kwargs(con)
+        )
+        asset = ds.add_table_asset(name=table, table_name=table)
+        batch = asset.add_batch_definition_whole_table("all_rows").get_batch()
+        expectations, outcomes = [], {}
+        for i, rule in enumerate(rules):
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):  # see below
+                    expectations.append((i, build_expectation(gx, rule, i)))
+            except Exception as exc:  # a contract entry GX cannot build: reported, counts as failed
+                outcomes[i] = RuleOutcome(rule.rule, rule.type, rule.kwargs.get("column"), rule.severity, False,
+                                          error=f"{type(exc).__name__}: {exc}")
+        suite = gx.ExpectationSuite(name=suite_name, expectations=[e for _, e in expectations])
+        # GX prints a notice for SQL rules that read another table than {batch} (cross-table rules): expected here
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5})
+        for res in result.results:  # GX may reorder results: match them by the index kept in meta
+            i = int(res.expectation_config.meta["index"])
+            rule = rules[i]
+            r = res.result or {}
+            err = None
+            exc_info = res.exception_info or {}
+            raised = [v for v in exc_info.values() if isinstance(v, dict) and v.get("raised_exception")]
+            if exc_info.get("raised_exception"):
+                raised.append(exc_info)
+            if raised:
+                err = str(raised[0].get("exception_message"))[:300]
+            examples = r.get("partial_unexpected_list") or []
+            if rule.type == "unexpected_rows":
+                examples = r.get("details", {}).get("unexpected_rows") or r.get("observed_value") or examples
+                if not isinstance(examples, list):
+                    examples = [examples]
+            count = r.get("unexpected_count")
+            if rule.type == "unexpected_rows" and count is None and isinstance(r.get("observed_value"), int):
+                count = r["observed_value"]
+            outcomes[i] = RuleOutcome(
+                rule=rule.rule,
+                type=rule.type,
+                column=rule.kwargs.get("column"),
+                severity=rule.severity,
+                success=bool(res.success) and err is None,
+                unexpected_count=count,
+                unexpected_percent=r.get("unexpected_percent"),
+                observed=r.get("observed_value"),
+                examples=list(examples)[:5],
+                error=err,
+            )
+    return [outcomes[i] for i in range(len(rules))]

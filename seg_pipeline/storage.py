@@ -1,0 +1,133 @@
+"""Tables and files written all-or-nothing.
+
+Every asset builds its output in a staging table (`__stage_<table>`), validates it against its data
+contract, and only then publishes it: inside one DuckDB transaction it replaces the whole table
+(unpartitioned assets) or the rows of its partition (quarterly assets). A failed contract, an exception
+or a killed process therefore leaves the previously published table as it was.
+
+Files (model artifacts, reports) are written to a temporary name in the target folder and renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+from .readers import quote_ident
+
+
+def stage_name(table: str) -> str:
+    return f"__stage_{table}"
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'",
+            [table],
+        ).fetchall()[0][0]
+    )
+
+
+def count_rows(con: duckdb.DuckDBPyConnection, table: str, where: str = "", params=None) -> int:
+    return con.execute(f"SELECT count(*) FROM {quote_ident(table)} {where}", params or []).fetchall()[0][0]
+
+
+def create_stage(con: duckdb.DuckDBPyConnection, table: str, select_sql: str, params=None) -> str:
+    """(Re)build the staging table of `table` from a SELECT; returns the staging table name."""
+    stage = stage_name(table)
+    con.execute(f"CREATE OR REPLACE TABLE {quote_ident(stage)} AS {select_sql}", params or {})
+    return stage
+
+
+def create_stage_from_df(con: duckdb.DuckDBPyConnection, table: str, df) -> str:
+    stage = stage_name(table)
+    con.register("__df_to_stage", df)
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {quote_ident(stage)} AS SELECT * FROM __df_to_stage")
+    finally:
+        con.unregister("__df_to_stage")
+    return stage
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    else:
+        con.execute("COMMIT")
+
+
+def publish_table(con: duckdb.DuckDBPyConnection, table: str, stage: str | None = None) -> None:
+    """Replace `table` by its staging table in one transaction (the stage is renamed, not copied)."""
+    stage = stage or stage_name(table)
+    with transaction(con):
+        con.execute(f"DROP TABLE IF EXISTS {quote_ident(table)}")
+        con.execute(f"ALTER TABLE {quote_ident(stage)} RENAME TO {quote_ident(table)}")
+
+
+def publish_partition(
+    con: duckdb.DuckDBPyConnection, table: str | list[str], key_column: str, key: str, stage: str | None = None
+) -> None:
+    """Replace the rows of one partition of `table` (or of several tables, together) by their staging
+    tables' rows, in one transaction. The first publication creates a table with its stage's schema."""
+    tables = [table] if isinstance(table, str) else list(table)
+    with transaction(con):
+        for t in tables:
+            st = stage if (stage and len(tables) == 1) else stage_name(t)
+            if not table_exists(con, t):
+                con.execute(f"CREATE TABLE {quote_ident(t)} AS SELECT * FROM {quote_ident(st)} LIMIT 0")
+            con.execute(f"DELETE FROM {quote_ident(t)} WHERE {quote_ident(key_column)} = ?", [key])
+            con.execute(f"INSERT INTO {quote_ident(t)} BY NAME SELECT * FROM {quote_ident(st)}")
+            con.execute(f"DROP TABLE {quote_ident(st)}")
+
+
+def drop_stage(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    con.execute(f"DROP TABLE IF EXISTS {quote_ident(stage_name(table))}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# Small key/value table recording what each unpartitioned step last consumed, so unchanged inputs are skipped.
+STATE_DDL = "CREATE TABLE IF NOT EXISTS _pipeline_state (step VARCHAR PRIMARY KEY, fingerprint VARCHAR, updated_at TIMESTAMP)"
+
+
+def get_state(con: duckdb.DuckDBPyConnection, step: str) -> str | None:
+    con.execute(STATE_DDL)
+    row = next(iter(con.execute("SELECT fingerprint FROM _pipeline_state WHERE step = ?", [step]).fetchall()), None)
+    return row[0] if row else None
+
+
+def set_state_sql(con: duckdb.DuckDBPyConnection, step: str, fingerprint: str) -> None:
+    """Record a step's fingerprint (call inside the publishing transaction)."""
+    con.execute(STATE_DDL)
+    con.execute(
+        "INSERT OR REPLACE INTO _pipeline_state VALUES (?, ?, now()::TIMESTAMP)", [step, fingerprint]
+    )
