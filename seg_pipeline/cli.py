@@ -23,31 +23,36 @@ PARTITIONED = [
 ]
 
 
+def dagster_home_for(home: Path) -> Path:
+    """The Dagster instance folder: DAGSTER_HOME if set, else <home>/dagster (what `dagster dev` is given)."""
+    return Path(os.environ.get("DAGSTER_HOME") or home / "dagster")
+
+
 def _prepare_instance(home: Path):
-    """The Dagster instance lives in <home>/dagster, so `dagster dev` on the same home shows these runs."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster")
+    """A persistent Dagster instance, so `dagster dev` on the same home shows the CLI's runs."""
+    import dagster as dg
+
+    dagster_home = dagster_home_for(home)
     dagster_home.mkdir(parents=True, exist_ok=True)
     cfg = dagster_home / "dagster.yaml"
     if not cfg.exists():
         cfg.write_text("telemetry:\n  enabled: false\n")
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
-    import dagster as dg
-
-    return dg.DagsterInstance.get()
+    return dg.DagsterInstance.from_config(str(dagster_home))
 
 
 def run_pipeline(home: Path, source: str | None = None, mapping: str | None = None, quarters: str = "all",
-                 quiet: bool = False) -> list[str]:
-    """Materialise raw and cleaned sales, then every quarterly asset for the chosen quarters. Returns the
-    quarters run. Raises click.ClickException with the failing step's message on failure."""
+                 quiet: bool = False, instance=None) -> list[str]:
+    """Materialise raw and cleaned sales, then every quarterly asset for the chosen quarters (all the data
+    covers, the latest, or a comma-separated list of quarter keys). Returns the quarters run. Raises
+    click.ClickException with the failing step's message on failure. `instance`: a Dagster instance
+    (default: the persistent one of the home)."""
     import dagster as dg
 
     from .definitions import ALL_ASSETS
     from .partitions import quarters_covered
     from .resources import build_resources
 
-    instance = _prepare_instance(home)
+    instance = instance or _prepare_instance(home)
     resources = build_resources(home, source, mapping)
     quiet_logs = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -67,7 +72,8 @@ def run_pipeline(home: Path, source: str | None = None, mapping: str | None = No
             raise click.ClickException(f"{label} failed: {_failure_message(result)}")
         return result, time.perf_counter() - t0
 
-    console.print(f"[bold]seg_pipeline[/] home {home}")
+    if not quiet:
+        console.print(f"[bold]seg_pipeline[/] home {home}")
     res, dt = step(UNPARTITIONED, None, "ingest and cleaning")
     _report_steps(res, dt, "history", quiet)
 
@@ -81,7 +87,8 @@ def run_pipeline(home: Path, source: str | None = None, mapping: str | None = No
     unknown = [q for q in todo if q not in covered]
     if unknown:
         raise click.ClickException(f"quarter(s) {unknown} not covered by the data; covered: {covered}")
-    console.print(f"data {lo:%Y-%m-%d} .. {hi:%Y-%m-%d}: {len(covered)} quarters; running {len(todo)}")
+    if not quiet:
+        console.print(f"data {lo:%Y-%m-%d} .. {hi:%Y-%m-%d}: {len(covered)} quarters; running {len(todo)}")
     for i, q in enumerate(todo, 1):
         res, dt = step(PARTITIONED, q, f"quarter {q}")
         _report_steps(res, dt, f"[{i}/{len(todo)}] {_label(q)}", quiet)

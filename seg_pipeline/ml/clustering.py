@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
+from threadpoolctl import threadpool_limits
 
 
 @dataclass
@@ -94,6 +95,8 @@ def fit_kmeans(X: np.ndarray, k: int, seed: int = 42, n_init: int = 10) -> KMean
 
 def cluster(X: np.ndarray, **kwargs) -> ClusteringResult:
     fit_kw = {k: kwargs[k] for k in ("seed", "n_init") if k in kwargs}
-    k, trials, reason = choose_k(X, **kwargs)
-    model = fit_kmeans(X, k, **fit_kw)
+    # small fits are faster on one thread than paying OpenMP's synchronisation on a busy machine
+    with threadpool_limits(limits=1 if len(X) < 20_000 else None, user_api="openmp"):
+        k, trials, reason = choose_k(X, **kwargs)
+        model = fit_kmeans(X, k, **fit_kw)
     return ClusteringResult(model=model, k=k, trials=trials, reason=reason, labels=model.labels_)
