@@ -15,9 +15,8 @@ from __future__ import annotations
 import gzip
 import math
 import os
-from pathlib import Path
-
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -199,20 +198,20 @@ def _price(rng, rule: tuple, n: int) -> np.ndarray:
     return rng.choice(np.array(rule, float), n)
 
 
-def _build(n_customers: int, seed: int, start: str, end: str, rows: int | None,
-           chunk: int = 0, n_chunks: int = 1, id_offset: int = _FIRST_CUSTOMER_ID) -> pa.Table:
-    """One independent chunk of transactions as an Arrow table (rows sorted by invoice number)."""
-    rng, cat, cal = np.random.default_rng([seed, chunk]), _catalogue(seed), _calendar(start, end)
-    n_prod, n = len(cat["codes"]), max(1, n_customers)
+def _customers(rng, n: int, cal: dict, rows: int | None) -> dict:
+    """Customer attributes and life cycles; s is business time in [0, 1) over the trading calendar.
 
-    # customers: country, value, wholesale flag, life cycle in business time s in [0, 1)
+    Value (lognormal) drives basket size, quantities and (mildly) order rate; a few are wholesale. Customers
+    arrive over the period (20% already known at the start, a wave in November-December), then lapse, grow,
+    leave and come back, stay steady, or never return.
+    """
     country = rng.choice(len(_COUNTRIES), n, p=_COUNTRY_P)
     value = rng.lognormal(0.0, 1.2, n)
     wholesale = rng.random(n) < np.where(country == 0, 0.008, np.where(country == _EIRE, 0.6, 0.06))
     kind = rng.choice(len(_LIFECYCLE_P), n, p=_LIFECYCLE_P)
     r = rng.random(n)
     s_a = np.where(r < 0.2, 0.0, rng.random(n) * 0.995)
-    if cal["burst"].size:  # a seasonal wave of new customers in November-December
+    if cal["burst"].size:
         b_day = rng.choice(cal["burst"], n)
         s_b = cal["cum"][b_day] - rng.random(n) * (cal["cum"][b_day] - np.r_[0.0, cal["cum"]][b_day])
         s_a = np.where(r > 0.88, np.minimum(s_b, 0.995), s_a)
@@ -220,150 +219,187 @@ def _build(n_customers: int, seed: int, start: str, end: str, rows: int | None,
     gap = np.where(kind == _RETURN, (s_end - s_a) * rng.uniform(0.3, 0.6, n), 0.0)
     gap_at = s_a + (s_end - s_a - gap) * rng.uniform(0.1, 0.9, n)
     active = s_end - s_a - gap
-    s_first = np.where(r < 0.2, s_a + np.minimum(0.1, active) * rng.random(n), s_a)  # known before `start`
+    s_first = np.where(r < 0.2, s_a + np.minimum(0.1, active) * rng.random(n), s_a)
     repeat = kind != _ONCE
     lam = np.where(repeat, _RATE * value ** 0.25 * active, 0.0)
     mean_lines = np.clip(rng.lognormal(np.log(19.0), 0.35, n) * value ** 0.15, 2, 34)
-    if rows is not None:  # scale order rates so the chunk lands just above `rows`, trimmed below
+    if rows is not None:  # scale order rates so the chunk lands just above `rows` (trimmed later)
         target = rows * 1.06 / _OVERHEAD * (1 - _GUEST_SHARE)
         lam *= max(0.0, (target - (mean_lines * (1 + repeat)).sum()) / max((mean_lines * lam).sum(), 1e-9))
+    return {"country": country, "value": value, "wholesale": wholesale, "kind": kind, "repeat": repeat,
+            "s_a": s_a, "s_first": s_first, "active": active, "gap": gap, "gap_at": gap_at, "lam": lam,
+            "mean_lines": mean_lines}
 
-    # orders: the first at acquisition, the others spread over the active life (growers accelerate);
-    # one-time buyers stop there, every other customer comes back at least once
-    n_orders = 1 + repeat + rng.poisson(lam)
-    o_cust = np.repeat(np.arange(n), n_orders)
-    first = np.zeros(o_cust.size, bool)
+
+def _orders(rng, c: dict, cal: dict) -> dict:
+    """Orders of the customers (the first at arrival, growers accelerating) plus guest invoices (cust -1)."""
+    n_orders = 1 + c["repeat"] + rng.poisson(c["lam"])  # every repeat customer comes back at least once
+    cust = np.repeat(np.arange(n_orders.size), n_orders)
+    first = np.zeros(cust.size, bool)
     first[np.cumsum(n_orders) - n_orders] = True
-    u = rng.random(o_cust.size)
-    x = np.where(kind[o_cust] == _GROW, np.sqrt(u), u)
-    s = s_a[o_cust] + active[o_cust] * x
-    s = np.where(first, s_first[o_cust], s + gap[o_cust] * (s > gap_at[o_cust]))
-    o_min = _to_minutes(rng, cal, np.minimum(s, 0.9999))
-    o_lines = _lines(rng, mean_lines[o_cust])
-    # guest (dotcom) invoices without Customer ID, ~all in the UK
-    guest_lines_needed = o_lines.sum() * _GUEST_SHARE / (1 - _GUEST_SHARE)
-    n_guest = int(round(guest_lines_needed / 22.0))
-    o_cust = np.r_[o_cust, np.full(n_guest, -1)]
-    o_min = np.r_[o_min, _to_minutes(rng, cal, rng.random(n_guest))]
-    o_lines = np.r_[o_lines, _lines(rng, np.full(n_guest, 22.0))]
-    o_country = np.where(o_cust >= 0, country[o_cust], np.where(rng.random(o_cust.size) < 0.97, 0,
-                                                                 rng.choice(len(_COUNTRIES), o_cust.size, p=_COUNTRY_P)))
-    # invoice table (i_*) and row table (r_*); rows point to invoices
-    inv = {"min": [o_min], "cust": [o_cust], "country": [o_country], "prefix": [np.zeros(o_cust.size, np.int8)]}
-    n_inv = o_cust.size
+    u = rng.random(cust.size)
+    s = c["s_a"][cust] + c["active"][cust] * np.where(c["kind"][cust] == _GROW, np.sqrt(u), u)
+    s = np.where(first, c["s_first"][cust], s + c["gap"][cust] * (s > c["gap_at"][cust]))
+    minute = _to_minutes(rng, cal, np.minimum(s, 0.9999))
+    lines = _lines(rng, c["mean_lines"][cust])
+    n_guest = int(round(lines.sum() * _GUEST_SHARE / (1 - _GUEST_SHARE) / 22.0))  # dotcom shop, ~all UK
+    cust = np.r_[cust, np.full(n_guest, -1)]
+    guest_country = np.where(rng.random(cust.size) < 0.97, 0, rng.choice(len(_COUNTRIES), cust.size, p=_COUNTRY_P))
+    return {"cust": cust, "minute": np.r_[minute, _to_minutes(rng, cal, rng.random(n_guest))],
+            "lines": np.r_[lines, _lines(rng, np.full(n_guest, 22.0))],
+            "country": np.where(cust >= 0, c["country"][np.maximum(cust, 0)], guest_country)}
 
-    def add_invoices(minute, cust, ctry, prefix):
-        nonlocal n_inv
-        for k, v in zip(("min", "cust", "country", "prefix"), (minute, cust, ctry, np.full(len(cust), prefix, np.int8))):
-            inv[k].append(v)
-        n_inv += len(cust)
-        return np.arange(n_inv - len(cust), n_inv)
 
-    # product lines
-    r_inv = np.repeat(np.arange(o_cust.size), o_lines)
-    r_pos = np.arange(r_inv.size) - np.repeat(np.cumsum(o_lines) - o_lines, o_lines)
-    r_cust = o_cust[r_inv]
-    is_cust = r_cust >= 0
-    rc = np.maximum(r_cust, 0)
-    def pick(size):  # products by popularity
+class _Tables:
+    """Growing invoice table (time, customer, country, prefix) and row table (lines pointing to invoices)."""
+
+    def __init__(self):
+        self.inv = {k: [] for k in ("minute", "cust", "country", "prefix")}
+        self.rows = {k: [] for k in ("inv", "pos", "code", "desc", "qty", "price", "regular")}
+        self.n_inv = 0
+
+    def add_invoices(self, minute, cust, country, prefix: int = 0) -> np.ndarray:
+        for k, v in zip(self.inv, (minute, cust, country, np.full(len(cust), prefix, np.int8))):
+            self.inv[k].append(np.asarray(v))
+        self.n_inv += len(cust)
+        return np.arange(self.n_inv - len(cust), self.n_inv)
+
+    def add_rows(self, inv, pos, code, desc, qty, price, regular: bool = False) -> None:
+        for k, v in zip(self.rows, (inv, pos, code, desc, np.asarray(qty, np.int64), price,
+                                    np.full(len(inv), regular))):
+            self.rows[k].append(np.asarray(v))
+
+    def arrays(self) -> tuple[dict, dict]:
+        return ({k: np.concatenate(v) for k, v in self.inv.items()},
+                {k: np.concatenate(v) for k, v in self.rows.items()})
+
+
+def _product_lines(rng, cat: dict, c: dict, o: dict, tab: _Tables) -> dict:
+    """Product lines of all orders: popular products and customer favourites, pack-size quantities."""
+    r_inv = np.repeat(np.arange(o["cust"].size), o["lines"])
+    pos = np.arange(r_inv.size) - np.repeat(np.cumsum(o["lines"]) - o["lines"], o["lines"])
+    is_cust = o["cust"][r_inv] >= 0
+    rc = np.maximum(o["cust"][r_inv], 0)
+    n_prod = len(cat["codes"])
+
+    def pick(size):  # products by popularity, through the inverse-CDF table
         return cat["table"][rng.integers(0, 1 << 18, size)]
 
     prod = pick(r_inv.size)
-    fav = pick((n, 12))  # each customer re-buys some favourites
+    fav = pick((c["value"].size, 12))  # each customer re-buys a few favourites
     use_fav = is_cust & (rng.random(r_inv.size) < 0.35)
     prod[use_fav] = fav[rc[use_fav], rng.integers(0, 12, use_fav.sum())]
-    for _ in range(3):  # an order lists a product once: redraw repeats from the whole catalogue
+    for _ in range(3):  # an order lists a product once: redraw repeats
         key = np.sort((r_inv * n_prod + prod) * r_inv.size + np.arange(r_inv.size))
         rep = key[1:][key[1:] // r_inv.size == key[:-1] // r_inv.size] % r_inv.size
         prod[rep] = pick(rep.size)
     pack = cat["pack"][prod]
-    qty = pack * rng.geometric(1 / (1 + 0.5 * value[rc] ** 0.85))
-    bulk = is_cust & wholesale[rc]
-    qty[bulk] = pack[bulk] * np.maximum(1, np.round(np.exp(rng.uniform(np.log(50), np.log(500), bulk.sum())) / pack[bulk]))
+    qty = pack * rng.geometric(1 / (1 + 0.5 * c["value"][rc] ** 0.85))
+    bulk = is_cust & c["wholesale"][rc]
+    units = np.exp(rng.uniform(np.log(50), np.log(500), bulk.sum()))
+    qty[bulk] = pack[bulk] * np.maximum(1, np.round(units / pack[bulk]))
     qty[~is_cust] = rng.geometric(0.55, (~is_cust).sum())
-    factor = np.where(~is_cust, 1.65, np.where(bulk, 0.85, np.where(qty >= 48, 0.9, 1.0)))
+    factor = np.where(~is_cust, 1.65, np.where(bulk, 0.85, np.where(qty >= 48, 0.9, 1.0)))  # dotcom dearer
     price = np.round(cat["price"][prod] * factor, 2)
     price[is_cust & (rng.random(r_inv.size) < _FREE_SHARE)] = 0.0
-    rows_ = {"inv": [r_inv], "pos": [r_pos], "code": [prod], "desc": [prod], "qty": [qty.astype(np.int64)],
-             "price": [price], "regular": [np.ones(r_inv.size, bool)]}
+    tab.add_rows(r_inv, pos, prod, prod, qty, price, regular=True)
+    return {"inv": r_inv, "pos": pos, "prod": prod, "qty": qty, "price": price}
 
-    def add_rows(inv_idx, pos, code, desc, q, p, regular=False):
-        for k, v in zip(rows_, (inv_idx, pos, code, desc, q, p, np.full(len(inv_idx), regular))):
-            rows_[k].append(np.asarray(v))
 
-    # cancellations: a "C" invoice later on, mirroring the first k lines of a customer's order
-    cust_orders = np.flatnonzero(o_cust >= 0)
-    est_rows = r_inv.size * _OVERHEAD
+def _quirks(rng, cal: dict, o: dict, p: dict, tab: _Tables, n_prod: int) -> None:
+    """Cancellations, service/fee/adjustment lines and damaged-stock notes, at UCI's rates."""
+    cust_orders = np.flatnonzero(o["cust"] >= 0)
+    est_rows = p["inv"].size * _OVERHEAD
+    # cancellations: a later "C" invoice mirroring the first k lines of a customer's order
     n_c = min(cust_orders.size, int(round(est_rows * _CANCEL_SHARE / 2.9)))
     src = rng.choice(cust_orders, n_c, replace=False)
-    k = np.zeros(o_cust.size, np.int64)
+    k = np.zeros(o["cust"].size, np.int64)
     k[src] = np.where(rng.random(n_c) < 0.05, 40, rng.geometric(0.5, n_c))
-    c_inv = np.zeros(o_cust.size, np.int64)
-    c_inv[src] = add_invoices(_later(rng, cal, o_min[src]), o_cust[src], o_country[src], 1)
-    m = r_pos < k[r_inv]
-    c_qty = np.where(rng.random(m.sum()) < 0.2, np.ceil(qty[m] * rng.random(m.sum())), qty[m])
-    add_rows(c_inv[r_inv[m]], r_pos[m], prod[m], prod[m], -np.maximum(c_qty, 1).astype(np.int64), price[m])
+    c_inv = np.zeros(o["cust"].size, np.int64)
+    c_inv[src] = tab.add_invoices(_later(rng, cal, o["minute"][src]), o["cust"][src], o["country"][src], 1)
+    m = p["pos"] < k[p["inv"]]
+    q = np.where(rng.random(m.sum()) < 0.2, np.ceil(p["qty"][m] * rng.random(m.sum())), p["qty"][m])
+    tab.add_rows(c_inv[p["inv"][m]], p["pos"][m], p["prod"][m], p["prod"][m], -np.maximum(q, 1), p["price"][m])
 
-    # non-product service lines, fees and adjustments
-    foreign = cust_orders[o_country[cust_orders] != 0]
-    places = {"foreign": foreign if foreign.size else cust_orders, "cust": cust_orders,
-              "guest": np.flatnonzero(o_cust < 0) if n_guest else cust_orders}
-    for j, (code, _, per_m, place, (q_lo, q_hi), rule) in enumerate(_SPECIALS):
+    foreign = cust_orders[o["country"][cust_orders] != 0]
+    guest = np.flatnonzero(o["cust"] < 0)
+    hosts = {"foreign": foreign if foreign.size else cust_orders, "cust": cust_orders,
+             "guest": guest if guest.size else cust_orders}
+    for j, (_, _, per_m, place, (q_lo, q_hi), rule) in enumerate(_SPECIALS):
         cnt = int(rng.integers(4, 7)) if place == "adjust" else max(1, int(rng.poisson(per_m * est_rows / 1e6)))
         q = rng.integers(q_lo, q_hi + 1, cnt)
-        if place in places:
-            pos, idx = np.full(cnt, 100), rng.choice(places[place], cnt, replace=cnt > places[place].size)
-        else:
-            pos = np.zeros(cnt, np.int64)
-            if place in ("cancel", "solo"):
-                o = rng.choice(cust_orders, cnt)
-                idx = add_invoices(_later(rng, cal, o_min[o]), o_cust[o], o_country[o], int(place == "cancel"))
-                q = -q if place == "cancel" else q
-            else:
-                prefix = {"anon": 0, "anon_cancel": 1, "adjust": 2}[place]
-                idx = add_invoices(_to_minutes(rng, cal, rng.random(cnt)), np.full(cnt, -1), np.zeros(cnt, np.int64), prefix)
-                q = -q if prefix == 1 else q
-        add_rows(idx, pos, np.full(cnt, n_prod + j), np.full(cnt, n_prod + j), q, _price(rng, rule, cnt))
+        pos = np.zeros(cnt, np.int64)
+        if place in hosts:  # an extra line at the end of existing invoices
+            pos, idx = pos + 100, rng.choice(hosts[place], cnt, replace=cnt > hosts[place].size)
+        elif place in ("cancel", "solo"):  # own invoice of a customer, after one of their orders
+            src = rng.choice(cust_orders, cnt)
+            idx = tab.add_invoices(_later(rng, cal, o["minute"][src]), o["cust"][src], o["country"][src],
+                                   int(place == "cancel"))
+            q = -q if place == "cancel" else q
+        else:  # own invoice without customer
+            prefix = {"anon": 0, "anon_cancel": 1, "adjust": 2}[place]
+            idx = tab.add_invoices(_to_minutes(rng, cal, rng.random(cnt)), np.full(cnt, -1), np.zeros(cnt, int), prefix)
+            q = -q if prefix == 1 else q
+        tab.add_rows(idx, pos, np.full(cnt, n_prod + j), np.full(cnt, n_prod + j), q, _price(rng, rule, cnt))
+
     # damaged / lost stock notes: own invoice, no customer, price 0, mostly negative quantity
     cnt = max(1, int(rng.poisson(_NOTE_RATE * est_rows / 1e6)))
-    idx = add_invoices(_to_minutes(rng, cal, rng.random(cnt)), np.full(cnt, -1), np.zeros(cnt, np.int64), 0)
+    idx = tab.add_invoices(_to_minutes(rng, cal, rng.random(cnt)), np.full(cnt, -1), np.zeros(cnt, int))
     q = np.round(rng.lognormal(2.5, 1.2, cnt)).astype(np.int64) + 1
-    add_rows(idx, np.zeros(cnt, np.int64), rng.integers(0, n_prod, cnt),
-             n_prod + len(_SPECIALS) + rng.integers(0, len(_NOTES), cnt), np.where(rng.random(cnt) < 0.85, -q, q),
-             np.zeros(cnt))
+    tab.add_rows(idx, np.zeros(cnt, np.int64), rng.integers(0, n_prod, cnt),
+                 n_prod + len(_SPECIALS) + rng.integers(0, len(_NOTES), cnt),
+                 np.where(rng.random(cnt) < 0.85, -q, q), np.zeros(cnt))
 
-    # number invoices in time order (interleaved across chunks), sort rows, duplicate, trim to `rows`
-    i_min, i_cust, i_country, i_prefix = (np.concatenate(inv[k]) for k in ("min", "cust", "country", "prefix"))
-    r_inv, r_pos, r_code, r_desc, r_qty, r_price, r_regular = (np.concatenate(rows_[k]) for k in rows_)
-    order = np.lexsort((rng.random(n_inv), i_min))
+
+def _assemble(rng, cat: dict, cal: dict, tab: _Tables, n: int, rows: int | None, chunk: int, n_chunks: int,
+              id_offset: int) -> pa.Table:
+    """Number invoices in time order (interleaved across chunks), sort rows, add duplicates, trim to `rows`."""
+    inv, r = tab.arrays()
+    n_inv, n_rows = tab.n_inv, r["inv"].size
     rank = np.empty(n_inv, np.int64)
-    rank[order] = np.arange(n_inv)
-    take = np.sort(rank[r_inv] * r_inv.size + np.arange(r_inv.size)) % r_inv.size  # rows keep creation order
-    dup_inv = rng.random(n_inv) < _DUP_SHARE * 20  # ~1% of rows: one exact copy in some invoices
-    dup_pos = rng.integers(0, 40, n_inv) % np.maximum(np.bincount(r_inv, r_regular, n_inv), 1).astype(np.int64)
-    ri = r_inv[take]
-    take = np.repeat(take, 1 + (r_regular[take] & dup_inv[ri] & (r_pos[take] == dup_pos[ri])))
-    if rows is not None and take.size > rows:
-        sizes = np.bincount(r_inv[take], minlength=n_inv)
+    rank[np.lexsort((rng.random(n_inv), inv["minute"]))] = np.arange(n_inv)
+    take = np.sort(rank[r["inv"]] * n_rows + np.arange(n_rows)) % n_rows  # within an invoice: creation order
+    dup_inv = rng.random(n_inv) < _DUP_SHARE * 20  # one exact copy of one line in 1 invoice of 20
+    n_regular = np.maximum(np.bincount(r["inv"], r["regular"], n_inv), 1).astype(np.int64)
+    dup_pos = rng.integers(0, 40, n_inv) % n_regular
+    ri = r["inv"][take]
+    take = np.repeat(take, 1 + (r["regular"][take] & dup_inv[ri] & (r["pos"][take] == dup_pos[ri])))
+    if rows is not None and take.size > rows:  # drop whole random invoices (never the "A" adjustments)
+        sizes = np.bincount(r["inv"][take], minlength=n_inv)
         perm = rng.permutation(n_inv)
-        perm = np.r_[perm[i_prefix[perm] == 2], perm[i_prefix[perm] != 2]]
+        perm = np.r_[perm[inv["prefix"][perm] == 2], perm[inv["prefix"][perm] != 2]]
         keep = np.zeros(n_inv, bool)
         keep[perm[np.cumsum(sizes[perm]) <= rows]] = True
-        take = take[keep[r_inv[take]]]
+        take = take[keep[r["inv"][take]]]
 
-    ri = r_inv[take]
+    ri = r["inv"][take]
     numbers = (_FIRST_INVOICE + rank * n_chunks + chunk).tolist()
-    invoice = pa.array([("", "C", "A")[p] + str(v) for p, v in zip(i_prefix.tolist(), numbers)], pa.string())
+    invoice = pa.array([("", "C", "A")[p] + str(v) for p, v in zip(inv["prefix"].tolist(), numbers)], pa.string())
     ids = (id_offset + rng.permutation(n)).astype(float)
-    cust = i_cust[ri]
-    codes = pa.array(cat["codes"] + [c for c, *_ in _SPECIALS], pa.string())
-    descs = pa.array(cat["desc"] + [d for _, d, *_ in _SPECIALS] + list(_NOTES), pa.string())
-    stamp = (cal["first"].astype("datetime64[m]") + i_min[ri]).astype("datetime64[us]")
+    cust = inv["cust"][ri]
+    codes = pa.array(cat["codes"] + [s[0] for s in _SPECIALS], pa.string())
+    descs = pa.array(cat["desc"] + [s[1] for s in _SPECIALS] + list(_NOTES), pa.string())
+    stamp = (cal["first"].astype("datetime64[m]") + inv["minute"][ri]).astype("datetime64[us]")
     return pa.Table.from_arrays([
-        invoice.take(pa.array(ri)), codes.take(pa.array(r_code[take])), descs.take(pa.array(r_desc[take])),
-        pa.array(r_qty[take], pa.int64()), pa.array(stamp, pa.timestamp("us")), pa.array(r_price[take], pa.float64()),
-        pa.array(ids[np.maximum(cust, 0)], pa.float64(), mask=cust < 0),
-        pa.array(_COUNTRY_NAMES, pa.string()).take(pa.array(i_country[ri]))], schema=_SCHEMA)
+        invoice.take(pa.array(ri)), codes.take(pa.array(r["code"][take])), descs.take(pa.array(r["desc"][take])),
+        pa.array(r["qty"][take], pa.int64()), pa.array(stamp, pa.timestamp("us")),
+        pa.array(r["price"][take], pa.float64()), pa.array(ids[np.maximum(cust, 0)], pa.float64(), mask=cust < 0),
+        pa.array(_COUNTRY_NAMES, pa.string()).take(pa.array(inv["country"][ri]))], schema=_SCHEMA)
+
+
+def _build(n_customers: int, seed: int, start: str, end: str, rows: int | None,
+           chunk: int = 0, n_chunks: int = 1, id_offset: int = _FIRST_CUSTOMER_ID) -> pa.Table:
+    """One independent chunk of transactions as an Arrow table, rows in invoice-number order."""
+    if n_customers < 1 or (rows is not None and rows < 1):
+        raise ValueError("n_customers and rows must be positive")
+    rng, cat, cal = np.random.default_rng([seed, chunk]), _catalogue(seed), _calendar(start, end)
+    c = _customers(rng, n_customers, cal, rows)
+    o = _orders(rng, c, cal)
+    tab = _Tables()
+    tab.add_invoices(o["minute"], o["cust"], o["country"])
+    p = _product_lines(rng, cat, c, o, tab)
+    _quirks(rng, cal, o, p, tab, len(cat["codes"]))
+    return _assemble(rng, cat, cal, tab, n_customers, rows, chunk, n_chunks, id_offset)
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:

@@ -12,6 +12,7 @@ A contract file lists expectations in Great Expectations' own vocabulary:
       - rule: line_revenue = quantity x price
         type: unexpected_rows                               # ... or a SQL rule: rows returned are violations
         query: SELECT * FROM {batch} WHERE abs(line_revenue - quantity * price) > 1e-6
+        column: line_revenue                                # optional: the column shown with examples
 
 Values may refer to run parameters as ${name} (for example ${lookback_days} or ${rejected_table}); the
 asset supplies them. `{batch}` is the table under validation.
@@ -42,6 +43,11 @@ class Rule:
     kwargs: dict = field(default_factory=dict)
     query: str | None = None
     severity: str = "error"
+    column: str | None = None  # the column a SQL rule is about (shown with its examples)
+
+    @property
+    def subject(self) -> str | None:
+        return self.kwargs.get("column") or self.column
 
     def render(self, params: dict, where: str = "") -> "Rule":
         try:
@@ -71,6 +77,7 @@ class Rule:
             kwargs=sub(self.kwargs),
             query=sub(self.query) if self.query else None,
             severity=self.severity,
+            column=self.column,
         )
 
 
@@ -112,7 +119,14 @@ def load_contract(asset: str, directory: Path = CONTRACTS_DIR) -> Contract:
         if e["type"] == "unexpected_rows" and not e.get("query"):
             raise ContractError(f"{where}: an unexpected_rows rule needs a `query`")
         rules.append(
-            Rule(rule=str(e["rule"]), type=str(e["type"]), kwargs=dict(e.get("kwargs") or {}), query=e.get("query"), severity=sev)
+            Rule(
+                rule=str(e["rule"]),
+                type=str(e["type"]),
+                kwargs=dict(e.get("kwargs") or {}),
+                query=e.get("query"),
+                severity=sev,
+                column=e.get("column"),
+            )
         )
     if not rules:
         raise ContractError(f"data contract {path} has no expectations")

@@ -131,6 +131,29 @@ class ContractOutcome:
         return {"staged_table": self.table, "contract": str(self.contract.path)}
 
 
+def _add_sql_rule_detail(con, table: str, rows: int, rule: Rule, o: RuleOutcome) -> None:
+    """GX reports only a count for SQL rules (examples only in its COMPLETE format, which would also return
+    every unexpected value of the other rules): fetch three violating rows and a percentage ourselves."""
+    query = rule.query.replace("{batch}", f'"{table}"')
+    try:
+        cur = con.cursor()
+        df = cur.execute(f"SELECT * FROM ({query}) AS violations LIMIT 3").df()
+        cur.close()
+        recs = df.to_dict("records")
+        col = rule.subject
+        if col and col in df.columns:
+            where = lambda r: (f"data row {r['_row_number']}" + (f" of sheet {r['_sheet']}" if r.get("_sheet") else "")  # noqa: E731
+                               if "_row_number" in r else f"customer {r['customer_id']}" if "customer_id" in r else "")
+            o.examples = [f"{where(r)}: {col}={r[col]!r}".lstrip(": ") for r in recs]
+        else:
+            o.examples = [{k: v for k, v in r.items() if not str(k).startswith("_") or k in ("_row_number", "_sheet")} for r in recs]
+    except duckdb.Error:
+        pass
+    row_level = " ".join(rule.query.split()).upper().startswith("SELECT * FROM {BATCH}")
+    if row_level and o.unexpected_count is not None and rows:
+        o.unexpected_percent = 100.0 * o.unexpected_count / rows
+
+
 def run_contract(
     con: duckdb.DuckDBPyConnection,
     asset: str,
@@ -148,6 +171,9 @@ def run_contract(
         source = ", ".join(str(f) for f in files)
     t0 = time.perf_counter()
     outcomes = validate_table(con, table, rules, suite_name=f"{asset}_contract")
+    for rule, o in zip(rules, outcomes):
+        if rule.type == "unexpected_rows" and not o.success and not o.error:
+            _add_sql_rule_detail(con, table, rows, rule, o)
     outcome = ContractOutcome(contract, table, rows, outcomes, time.perf_counter() - t0, source)
     if context is not None:
         log = context.log.error if outcome.blocking else context.log.warning if outcome.failed else context.log.info
