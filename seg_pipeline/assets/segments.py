@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 
 from ..ml.naming import cluster_profiles, load_catalogue, name_clusters, segment_names
-from ..ml.scaling import standardized_profile_space
-from ..partitions import quarterly_partitions
+from ..ml.scaling import log_transform, standardized_profile_space
+from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import Warehouse
-from ..storage import create_stage_from_df, publish_partition
+from ..storage import create_stage_from_df, publish_partition, table_exists
 from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, md_table
 from .model import read_features, read_matrix
 
@@ -18,17 +18,37 @@ TABLE = "segment_assignments"
 SUMMARY = "segment_summary"
 
 
-def assign_segments(features: pd.DataFrame, matrix: pd.DataFrame, artifact: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def segment_log_means(features: pd.DataFrame, segments: pd.Series, columns: list[str], log_features: list[str]) -> pd.DataFrame:
+    """Mean log1p feature values per segment name (the stability anchor for next quarter's naming)."""
+    logged = log_transform(features, columns, log_features)
+    return logged.groupby(segments.to_numpy()).mean()
+
+
+def assign_segments(
+    features: pd.DataFrame, matrix: pd.DataFrame, artifact: dict, previous: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Label every customer with its cluster and name each cluster from its centroid profile.
 
-    Returns (assignments, summary). Names come from the clusters' mean z-scores of the log features
-    (see ml/naming.py), so they do not depend on the arbitrary cluster index."""
+    Returns (assignments, summary). Names come from the clusters' profiles (see ml/naming.py), so they do
+    not depend on the arbitrary cluster index. `previous`: last quarter's customers with their segment
+    and features, which keeps names stable from quarter to quarter."""
     model = artifact["model"]
     labels = model.predict(matrix[artifact["features"]].to_numpy(dtype="float64"))
     feats = features.set_index("customer_id").loc[matrix["customer_id"]].reset_index()
-    z = standardized_profile_space(feats, artifact["scaler_features"], artifact["log_features"])
-    names = name_clusters(cluster_profiles(z, labels))
-    catalogue = {s.name: s for s in load_catalogue()}
+    cols, log_feats = artifact["scaler_features"], artifact["log_features"]
+    z = standardized_profile_space(feats, cols, log_feats)
+    logged = log_transform(feats, cols, log_feats)
+    prev_means = None
+    if previous is not None and not previous.empty:
+        prev_means = segment_log_means(previous, previous["segment"], cols, log_feats)
+    names = name_clusters(
+        cluster_profiles(z, labels),
+        raw_means=cluster_profiles(feats[cols].astype("float64"), labels),
+        log_means=cluster_profiles(logged, labels),
+        log_scale=logged.std(ddof=0),
+        previous=prev_means,
+    )
+    catalogue = load_catalogue().by_name()
     assignments = pd.DataFrame(
         {
             "quarter": features["quarter"].iloc[0],
@@ -92,7 +112,12 @@ def segment_assignments(context: dg.AssetExecutionContext, warehouse: Warehouse)
         artifact = joblib.load(row[0])
         features = read_features(con, q)
         matrix, _ = read_matrix(con, q)
-        assignments, summary = assign_segments(features, matrix, artifact)
+        previous = con.execute(
+            "SELECT f.*, a.segment FROM customer_features f JOIN segment_assignments a USING (quarter, customer_id) "
+            "WHERE quarter = ?",
+            [parse_quarter(q).previous().key],
+        ).df() if table_exists(con, TABLE) else None
+        assignments, summary = assign_segments(features, matrix, artifact, previous)
         stage = create_stage_from_df(con, TABLE, assignments)
         create_stage_from_df(con, SUMMARY, summary)
         yield from gate(
