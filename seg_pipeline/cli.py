@@ -11,7 +11,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False)
+# piped output (CI logs, `| tee`) gets a fixed width wide enough for the tables instead of rich's 80 columns
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
 
 UNPARTITIONED = ["raw_transactions", "cleaned_sales"]
 PARTITIONED = [
@@ -133,16 +134,22 @@ def print_summary(home: Path, quarter: str | None = None) -> None:
         raise click.ClickException(f"no segmentation in {home}: run `seg-pipeline run` first")
     q, summary, counts, headline = data
     t = Table(title=f"Segments, {_label(q)} (as of quarter end)", title_justify="left")
-    for col in ("segment", "customers", "% customers", "% revenue", "recency (d)", "frequency", "monetary", "action"):
-        t.add_column(col, justify="left" if col in ("segment", "action") else "right", overflow="fold")
+    for col in ("segment", "customers", "% customers", "% revenue", "recency (d)", "frequency", "monetary"):
+        t.add_column(col, justify="left" if col == "segment" else "right", no_wrap=True)
     for r in summary.itertuples():
         t.add_row(r.segment, f"{r.customers:,}", f"{r.share_customers:.1%}", f"{r.share_revenue:.1%}",
-                  f"{r.mean_recency_days:.0f}", f"{r.mean_frequency:.1f}", f"{r.mean_monetary:,.0f}", r.action)
+                  f"{r.mean_recency_days:.0f}", f"{r.mean_frequency:.1f}", f"{r.mean_monetary:,.0f}")
     console.print(t)
-    console.print(headline)
+    console.print("(recency, frequency, monetary: segment means over the 12-month look-back window)")
+    console.print(f"[bold]{headline}[/]\n")
+    console.print("[bold]Recommended actions[/]")
+    for r in summary.itertuples():
+        console.print(f"  {r.segment}: {r.action}")
+    console.print()
     if counts is not None and not counts.empty:
-        m = Table(title=f"Migration {_label(q)} vs previous quarter (rows: from, columns: to)", title_justify="left")
-        m.add_column("from \\ to")
+        m = Table(title=f"Migration {_label(q)} vs previous quarter (customers; rows: from, columns: to)",
+                  title_justify="left")
+        m.add_column("from \\ to", no_wrap=True)
         for c in counts.columns:
             m.add_column(str(c), justify="right")
         for idx, row in counts.iterrows():

@@ -1,0 +1,110 @@
+"""Fixtures of the data-quality tests: one small good source, one good baseline run of the pipeline on it
+(shared by every test of tests/quality), cheap copies of that home for each bad-input case, and helpers
+that snapshot the warehouse so "the last good outputs are intact" can be checked table by table."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from seg_pipeline.cli import run_pipeline
+from seg_pipeline.sample_data import write_transactions
+
+# Two quarters of the generated data (about 9k lines, 200 customers): a full run takes a few seconds.
+GOOD_FROM, GOOD_TO = "2011-04-01", "2011-10-01"
+GOOD_QUARTERS = ["2011-04-01", "2011-07-01"]
+LATEST = GOOD_QUARTERS[-1]
+
+# The tables every good run publishes (and the bad-input tests compare before/after).
+PUBLISHED = [
+    "raw_transactions",
+    "cleaned_sales",
+    "rejected_sales",
+    "customer_features",
+    "scaled_matrix",
+    "scaled_matrix_columns",
+    "clustering_model",
+    "segment_assignments",
+    "segment_summary",
+    "segment_migration_history",
+]
+DOWNSTREAM_OF = {  # what must stay untouched when an asset's contract fails
+    "raw_transactions": PUBLISHED,  # raw itself included: a failed load publishes nothing
+    "cleaned_sales": PUBLISHED[1:],
+    "customer_features": PUBLISHED[3:],
+}
+
+
+@pytest.fixture(scope="session")
+def good_csv(tmp_path_factory) -> Path:
+    """Generated Online Retail II-shaped transactions from 2011-04-01 to 2011-09-30, as the export writes them."""
+    d = tmp_path_factory.mktemp("good_source")
+    full = write_transactions(d / "generated.csv", n_customers=400, seed=7)
+    out = d / "good.csv"
+    con = duckdb.connect()
+    try:
+        con.execute(
+            "COPY (SELECT * FROM read_csv($p, all_varchar = true, header = true) "
+            "WHERE InvoiceDate >= $lo AND InvoiceDate < $hi) TO '" + str(out).replace("'", "''") + "' (HEADER)",
+            {"p": str(full), "lo": GOOD_FROM, "hi": GOOD_TO},
+        )
+    finally:
+        con.close()
+    return out
+
+
+@pytest.fixture(scope="session")
+def good_frame(good_csv) -> pd.DataFrame:
+    """The good source as text, exactly as in the file (empty cells stay empty strings)."""
+    return pd.read_csv(good_csv, dtype=str, keep_default_na=False, na_filter=False)
+
+
+@pytest.fixture(scope="session")
+def baseline_home(tmp_path_factory, good_csv, dagster_instance) -> Path:
+    """A home holding one complete good run (both quarters). Never modified: tests copy it."""
+    home = tmp_path_factory.mktemp("baseline") / "home"
+    quarters = run_pipeline(home, source=str(good_csv), quarters="all", quiet=True, instance=dagster_instance)
+    assert quarters == GOOD_QUARTERS
+    return home
+
+
+@pytest.fixture
+def home_copy(baseline_home, tmp_path) -> Path:
+    """A fresh copy of the baseline home: the 'last good' state a bad run starts from."""
+    dst = tmp_path / "home"
+    shutil.copytree(baseline_home, dst)
+    return dst
+
+
+def connect(home: Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(Path(home) / "warehouse.duckdb"), read_only=read_only)
+
+
+def tables(home: Path) -> list[str]:
+    con = connect(home)
+    try:
+        return [r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
+        ).fetchall()]
+    finally:
+        con.close()
+
+
+def snapshot(home: Path, names: list[str] = PUBLISHED) -> dict[str, tuple[int, int]]:
+    """Per table: (row count, order-independent hash of every row's content). Fails if a table is unreadable."""
+    con = connect(home)
+    try:
+        return {
+            t: tuple(con.execute(f'SELECT count(*), coalesce(sum(hash(x)::HUGEINT), 0) FROM "{t}" AS x').fetchall()[0])
+            for t in names
+        }
+    finally:
+        con.close()
+
+
+def counts(snap: dict[str, tuple[int, int]]) -> dict[str, int]:
+    return {t: v[0] for t, v in snap.items()}
