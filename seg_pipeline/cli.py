@@ -29,15 +29,35 @@ def dagster_home_for(home: Path) -> Path:
     return Path(os.environ.get("DAGSTER_HOME") or home / "dagster")
 
 
+INSTANCE_CONFIG = """\
+# Written by seg_pipeline. DuckDB has one writer at a time: runs (a backfill's quarters, the schedule, a
+# manual run) queue and execute one after another, in submission order.
+telemetry:
+  enabled: false
+concurrency:
+  runs:
+    max_concurrent_runs: 1
+"""
+
+
+def write_instance_config(dagster_home: Path | None = None) -> Path:
+    """Create <DAGSTER_HOME>/dagster.yaml if absent (one run at a time; no telemetry)."""
+    from . import settings
+
+    dagster_home = Path(dagster_home or dagster_home_for(settings.home_dir()))
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    cfg = dagster_home / "dagster.yaml"
+    if not cfg.exists():
+        cfg.write_text(INSTANCE_CONFIG)
+    return cfg
+
+
 def _prepare_instance(home: Path):
     """A persistent Dagster instance, so `dagster dev` on the same home shows the CLI's runs."""
     import dagster as dg
 
     dagster_home = dagster_home_for(home)
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    cfg = dagster_home / "dagster.yaml"
-    if not cfg.exists():
-        cfg.write_text("telemetry:\n  enabled: false\n")
+    write_instance_config(dagster_home)
     return dg.DagsterInstance.from_config(str(dagster_home))
 
 
@@ -52,6 +72,7 @@ def run_pipeline(home: Path, source: str | None = None, mapping: str | None = No
     from .definitions import ALL_ASSETS
     from .partitions import quarters_covered
     from .resources import build_resources
+    from .storage import table_exists
 
     instance = instance or _prepare_instance(home)
     resources = build_resources(home, source, mapping)
@@ -84,7 +105,21 @@ def run_pipeline(home: Path, source: str | None = None, mapping: str | None = No
     covered = [q.key for q in quarters_covered(lo.date(), hi.date())]
     if not covered:
         raise click.ClickException(f"the data ({lo:%Y-%m-%d} .. {hi:%Y-%m-%d}) covers no complete quarter")
-    todo = covered if quarters == "all" else covered[-1:] if quarters == "latest" else quarters.split(",")
+    if quarters == "all":
+        todo = covered
+    elif quarters == "latest":
+        # the latest quarter, preceded by any earlier quarter not segmented yet (migration needs Q-1)
+        with warehouse.get_connection() as con:
+            done = {r[0] for r in con.execute(
+                "SELECT DISTINCT quarter FROM segment_assignments"
+            ).fetchall()} if table_exists(con, "segment_assignments") else set()
+        todo = [covered[-1]]
+        for q in reversed(covered[:-1]):
+            if q in done:
+                break
+            todo.insert(0, q)
+    else:
+        todo = [q.strip() for q in quarters.split(",")]
     unknown = [q for q in todo if q not in covered]
     if unknown:
         raise click.ClickException(f"quarter(s) {unknown} not covered by the data; covered: {covered}")
