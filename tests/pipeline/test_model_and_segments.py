@@ -1,0 +1,323 @@
+"""scaled_matrix, clustering_model, segment_assignments: reproducible, order-independent, well-formed; and
+the pure functions behind them."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seg_pipeline.ml.clustering import choose_k, elbow_k, KTrial
+from seg_pipeline.ml.naming import load_catalogue, name_clusters, segment_names
+from seg_pipeline.ml.scaling import CANDIDATE_FEATURES, build_matrix, prune_correlated
+from tests.conftest import read_table, run
+
+# ---------------------------------------------------------------------------------------------------------
+# Reproducibility: a second run on the same file, and a run on the same rows in another order
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory, small_csv, dagster_instance):
+    home = tmp_path_factory.mktemp("second_home")
+    quarters = run(home, small_csv, "all", instance=dagster_instance)
+    return home, quarters
+
+
+@pytest.fixture(scope="module")
+def shuffled_run(tmp_path_factory, small_csv, dagster_instance):
+    d = tmp_path_factory.mktemp("shuffled")
+    df = pd.read_csv(small_csv, dtype=str, keep_default_na=False)
+    shuffled = df.sample(frac=1, random_state=20240601).reset_index(drop=True)
+    assert not shuffled.equals(df)
+    src = d / "shuffled.csv"
+    shuffled.to_csv(src, index=False)
+    home = d / "home"
+    quarters = run(home, src, "all", instance=dagster_instance)
+    return home, quarters
+
+
+ASSIGNMENTS = "SELECT * FROM segment_assignments ORDER BY quarter, customer_id"
+MODEL_ROWS = "SELECT * EXCLUDE (artifact_path) FROM clustering_model ORDER BY quarter, k"
+
+
+def test_same_input_gives_identical_results(full_run, second_run):
+    home_a, quarters_a = full_run
+    home_b, quarters_b = second_run
+    assert quarters_a == quarters_b
+    a, b = read_table(home_a, ASSIGNMENTS), read_table(home_b, ASSIGNMENTS)
+    assert len(a) > 0
+    pd.testing.assert_frame_equal(a, b)
+    ma, mb = read_table(home_a, MODEL_ROWS), read_table(home_b, MODEL_ROWS)
+    pd.testing.assert_frame_equal(ma, mb)
+    assert ma.artifact_sha256.notna().all()
+    for table in ("segment_summary", "scaled_matrix", "scaled_matrix_columns", "customer_features",
+                  "segment_migration_history"):
+        sql = f"SELECT * FROM {table} ORDER BY ALL"
+        pd.testing.assert_frame_equal(read_table(home_a, sql), read_table(home_b, sql), obj=table)
+
+
+def test_artifacts_are_versioned_and_match_their_hash(full_run):
+    home, quarters = full_run
+    rows = read_table(home, "SELECT quarter, artifact_path, artifact_sha256, k FROM clustering_model WHERE chosen")
+    assert sorted(rows.quarter) == quarters
+    for r in rows.itertuples():
+        path = Path(r.artifact_path)
+        assert path.parent == Path(home).resolve() / "models" / r.quarter
+        assert path.name.startswith("clustering_model-") and path.suffix == ".joblib"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == r.artifact_sha256
+        assert (path.parent / "scaler.joblib").is_file()
+
+
+def test_segments_do_not_depend_on_row_order(full_run, shuffled_run):
+    home_a, quarters_a = full_run
+    home_b, quarters_b = shuffled_run
+    assert quarters_a == quarters_b
+    sql = "SELECT quarter, customer_id, segment FROM segment_assignments ORDER BY quarter, customer_id"
+    a, b = read_table(home_a, sql), read_table(home_b, sql)
+    assert len(a) > 0
+    pd.testing.assert_frame_equal(a, b)
+    feats = "SELECT * FROM customer_features ORDER BY quarter, customer_id"
+    pd.testing.assert_frame_equal(read_table(home_a, feats), read_table(home_b, feats))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Properties of the model and the assignments, on the shared full run
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_model_choice_per_quarter(full_run):
+    home, quarters = full_run
+    m = read_table(home, "SELECT * FROM clustering_model ORDER BY quarter, k")
+    assert sorted(m.quarter.unique()) == quarters
+    for q, g in m.groupby("quarter"):
+        assert g.chosen.sum() == 1, q
+        chosen = g[g.chosen].iloc[0]
+        assert 4 <= chosen.k <= 6, q
+        assert g.k.tolist() == list(range(3, 9)), q  # every k of the default range 3..8 was tried
+        assert g.silhouette.between(-1, 1).all(), q
+        assert (g.inertia >= 0).all(), q
+        assert g.in_business_range.tolist() == [4 <= k <= 6 for k in g.k], q
+        # the chosen k has the best silhouette inside the business range
+        assert chosen.silhouette == pytest.approx(g[g.in_business_range].silhouette.max(), abs=1e-6), q
+        assert f"k={chosen.k}" in chosen.reason
+        assert chosen.min_cluster_share > 0
+        assert g[~g.chosen].min_cluster_share.isna().all()
+
+
+def test_assignments_cover_each_customer_once_with_catalogue_names(full_run):
+    home, quarters = full_run
+    names = set(segment_names())
+    a = read_table(home, "SELECT * FROM segment_assignments")
+    f = read_table(home, "SELECT quarter, customer_id FROM customer_features")
+    k = read_table(home, "SELECT quarter, k FROM clustering_model WHERE chosen")
+    k = dict(zip(k.quarter, k.k))
+    assert not a.duplicated(["quarter", "customer_id"]).any()
+    pd.testing.assert_frame_equal(
+        a[["quarter", "customer_id"]].sort_values(["quarter", "customer_id"]).reset_index(drop=True),
+        f.sort_values(["quarter", "customer_id"]).reset_index(drop=True),
+    )
+    assert set(a.segment) <= names
+    for q, g in a.groupby("quarter"):
+        per_segment = g.groupby("segment").cluster.nunique()
+        assert (per_segment == 1).all(), q
+        per_cluster = g.groupby("cluster").segment.nunique()
+        assert (per_cluster == 1).all(), q
+        assert g.cluster.nunique() == k[q] == g.segment.nunique(), q
+        assert sorted(g.cluster.unique()) == list(range(k[q])), q
+
+
+def test_segment_summary_agrees_with_assignments(full_run):
+    home, quarters = full_run
+    s = read_table(home, "SELECT * FROM segment_summary")
+    a = read_table(home, "SELECT quarter, segment, cluster, count(*) AS n FROM segment_assignments GROUP BY ALL")
+    rev = read_table(
+        home,
+        "SELECT a.quarter, a.segment, sum(f.monetary) AS revenue FROM segment_assignments a "
+        "JOIN customer_features f USING (quarter, customer_id) GROUP BY ALL",
+    )
+    assert sorted(s.quarter.unique()) == quarters
+    for q, g in s.groupby("quarter"):
+        assert g.share_customers.sum() == pytest.approx(1.0, abs=1e-9), q
+        assert g.share_revenue.sum() == pytest.approx(1.0, abs=1e-9), q
+        assert not g.segment.duplicated().any(), q
+    merged = s.merge(a, on=["quarter", "segment", "cluster"], how="outer", indicator=True)
+    assert (merged._merge == "both").all()
+    assert (merged.customers == merged.n).all()
+    merged = s.merge(rev, on=["quarter", "segment"], suffixes=("", "_check"))
+    assert merged.revenue.to_numpy() == pytest.approx(merged.revenue_check.to_numpy(), rel=1e-9)
+    catalogue = {seg.name: seg.action for seg in load_catalogue()}
+    assert (s.action == s.segment.map(catalogue)).all()
+
+
+def test_scaled_matrix_is_standardised(full_run):
+    home, quarters = full_run
+    q = quarters[-1]
+    m = read_table(home, "SELECT * EXCLUDE (quarter, customer_id) FROM scaled_matrix WHERE quarter = ?", [q])
+    assert np.allclose(m.mean().to_numpy(), 0, atol=1e-9)
+    assert np.allclose(m.std(ddof=0).to_numpy(), 1, atol=1e-9)
+    cols = read_table(home, "SELECT * FROM scaled_matrix_columns WHERE quarter = ? ORDER BY position", [q])
+    assert cols.feature.tolist() == list(m.columns)
+    assert cols[~cols.kept].dropped_reason.notna().all()
+    assert cols[cols.kept].dropped_reason.isna().all()
+    assert cols.kept.sum() >= 2
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pure functions
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_prune_correlated_drops_the_later_of_a_perfect_pair():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=200)
+    df = pd.DataFrame({"a": a, "noise": rng.normal(size=200), "b": 3 * a + 1, "c": -a})
+    kept, dropped, corr = prune_correlated(df, 0.9)
+    assert kept == ["a", "noise"]
+    assert set(dropped) == {"b", "c"}
+    assert "with a" in dropped["b"] and "1.000" in dropped["b"]
+    assert "with a" in dropped["c"]
+    assert corr.loc["a", "b"] == pytest.approx(1.0)
+
+
+def test_prune_correlated_keeps_everything_under_the_threshold():
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame(rng.normal(size=(300, 4)), columns=list("wxyz"))
+    kept, dropped, _ = prune_correlated(df, 0.9)
+    assert kept == list("wxyz") and dropped == {}
+
+
+def _feature_frame(n: int = 300, seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    freq = rng.integers(1, 30, n)
+    monetary = freq * rng.lognormal(4, 1, n)
+    return pd.DataFrame(
+        {
+            "customer_id": [str(20000 + i) for i in rng.permutation(n)],
+            "recency_days": rng.integers(0, 365, n),
+            "frequency": freq,
+            "monetary": monetary,
+            "avg_order_value": monetary / freq,
+            "distinct_products": rng.integers(1, 200, n),
+            "purchase_span_days": rng.integers(0, 365, n),
+            "tenure_days": rng.integers(365, 800, n),
+        }
+    )
+
+
+def test_build_matrix_standard_scaling():
+    df = _feature_frame()
+    m = build_matrix(df, scaler="standard", corr_threshold=0.99)
+    assert m.features == CANDIDATE_FEATURES
+    assert m.values.shape == (len(df), len(CANDIDATE_FEATURES))
+    assert np.allclose(m.values.mean(axis=0), 0, atol=1e-9)
+    assert np.allclose(m.values.std(axis=0), 1, atol=1e-9)
+    assert list(m.customer_ids) == sorted(df.customer_id)
+    # the model input is the kept columns of the matrix
+    assert m.model_input().shape == (len(df), len(m.kept))
+    # row order of the input does not matter
+    m2 = build_matrix(df.sample(frac=1, random_state=5), scaler="standard", corr_threshold=0.99)
+    np.testing.assert_array_equal(m.values, m2.values)
+
+
+def test_build_matrix_skips_missing_features_and_rejects_bad_scaler():
+    df = _feature_frame().drop(columns=["tenure_days"]).assign(distinct_products=np.nan)
+    m = build_matrix(df)
+    assert "tenure_days" not in m.features and "distinct_products" not in m.features
+    assert "not computable" in m.dropped["tenure_days"]
+    with pytest.raises(ValueError, match="unknown scaler"):
+        build_matrix(df, scaler="minmax")
+    with pytest.raises(ValueError, match="empty"):
+        build_matrix(df.iloc[:0])
+
+
+def _blobs(centers: int, n: int = 240, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.normal(scale=10, size=(centers, 3))
+    return np.vstack([c[i] + rng.normal(scale=0.5, size=(n // centers, 3)) for i in range(centers)])
+
+
+@pytest.mark.parametrize("centers", [2, 3, 5, 8])
+def test_choose_k_stays_in_the_business_range(centers):
+    X = _blobs(centers)
+    k, trials, reason = choose_k(X, k_range=(3, 8), business_range=(4, 6), n_init=3)
+    assert 4 <= k <= 6
+    assert [t.k for t in trials] == list(range(3, 9))
+    assert [t.in_business_range for t in trials] == [4 <= t.k <= 6 for t in trials]
+    best = max((t for t in trials if t.in_business_range), key=lambda t: t.silhouette)
+    assert k == best.k
+    assert f"k={k}" in reason
+    if centers == 5:
+        assert k == 5
+
+
+def test_choose_k_errors_and_small_data():
+    X = _blobs(3)
+    with pytest.raises(ValueError, match="do not overlap"):
+        choose_k(X, k_range=(3, 4), business_range=(5, 6))
+    few = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]), 10, axis=0)
+    with pytest.raises(ValueError, match="distinct customer profiles"):
+        choose_k(few, k_range=(3, 8), business_range=(4, 6), n_init=2)
+    # with only 6 distinct points, k stops below 6 (k must be < distinct points)
+    six = np.repeat(np.arange(6, dtype=float).reshape(-1, 1) * [1.0, 2.0], 5, axis=0)
+    k, trials, _ = choose_k(six, k_range=(3, 8), business_range=(4, 6), n_init=2)
+    assert [t.k for t in trials] == [3, 4, 5] and k in (4, 5)
+
+
+def test_elbow_k():
+    trials = [KTrial(k, inertia, 0.5, True) for k, inertia in zip(range(3, 8), [100, 40, 30, 25, 22])]
+    assert elbow_k(trials) == 4
+    assert elbow_k(trials[:2]) is None
+
+
+PROFILE_COLUMNS = ["recency_days", "frequency", "monetary", "avg_order_value", "distinct_products",
+                   "purchase_span_days", "tenure_days"]
+
+
+def _profiles(rows: dict[int, dict[str, float]]) -> pd.DataFrame:
+    return pd.DataFrame.from_dict(rows, orient="index", columns=PROFILE_COLUMNS).fillna(0.0).sort_index()
+
+
+HAND_PROFILES = {
+    0: {"recency_days": -1.0, "frequency": 1.5, "monetary": 1.5},
+    1: {"avg_order_value": 2.5, "monetary": 1.5},
+    2: {"recency_days": 1.4, "frequency": -0.5, "monetary": -0.5, "tenure_days": 0.8},
+    3: {"recency_days": -1.0, "frequency": -0.6, "tenure_days": -1.3},
+    4: {"recency_days": 0.8, "frequency": -0.9, "monetary": -1.0, "distinct_products": -0.9},
+}
+HAND_NAMES = {0: "High-Value Loyal", 1: "Bulk/Wholesale", 2: "Dormant", 3: "New Customers", 4: "Low-Value One-Time"}
+
+
+def test_name_clusters_on_hand_made_profiles():
+    names = name_clusters(_profiles(HAND_PROFILES))
+    assert names == HAND_NAMES
+
+
+def test_name_clusters_is_invariant_to_cluster_indices():
+    base = name_clusters(_profiles(HAND_PROFILES))
+    order = list(HAND_PROFILES)
+    for perm in itertools.islice(itertools.permutations(range(len(order))), 0, 120, 7):
+        relabel = {old: 10 + new for old, new in zip(order, perm)}  # arbitrary new cluster indices
+        profiles = _profiles({relabel[c]: p for c, p in HAND_PROFILES.items()})
+        names = name_clusters(profiles)
+        assert {old: names[relabel[old]] for old in order} == base
+
+
+@pytest.mark.parametrize("k", [4, 5, 6, 8])
+def test_name_clusters_gives_distinct_catalogue_names(k):
+    rng = np.random.default_rng(k)
+    profiles = pd.DataFrame(rng.normal(size=(k, len(PROFILE_COLUMNS))), columns=PROFILE_COLUMNS)
+    names = name_clusters(profiles)
+    assert sorted(names) == list(range(k))
+    assert len(set(names.values())) == k
+    assert set(names.values()) <= set(segment_names())
+
+
+def test_name_clusters_refuses_more_clusters_than_names():
+    n = len(load_catalogue()) + 1
+    with pytest.raises(ValueError, match="segment names"):
+        name_clusters(pd.DataFrame(np.zeros((n, len(PROFILE_COLUMNS))), columns=PROFILE_COLUMNS))
