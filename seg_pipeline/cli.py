@@ -97,7 +97,7 @@ def run_pipeline(home: Path, source: str | None = None, mapping: str | None = No
     if not quiet:
         console.print(f"[bold]seg_pipeline[/] home {home}")
     res, dt = step(UNPARTITIONED, None, "ingest and cleaning")
-    _report_steps(res, dt, "history", quiet)
+    _report_steps(instance, res, dt, "history", quiet)
 
     warehouse = resources["warehouse"]
     with warehouse.get_connection() as con:
@@ -127,7 +127,7 @@ def run_pipeline(home: Path, source: str | None = None, mapping: str | None = No
         console.print(f"data {lo:%Y-%m-%d} .. {hi:%Y-%m-%d}: {len(covered)} quarters; running {len(todo)}")
     for i, q in enumerate(todo, 1):
         res, dt = step(PARTITIONED, q, f"quarter {q}")
-        _report_steps(res, dt, f"[{i}/{len(todo)}] {_label(q)}", quiet)
+        _report_steps(instance, res, dt, f"[{i}/{len(todo)}] {_label(q)}", quiet)
     return todo
 
 
@@ -149,15 +149,31 @@ def _failure_message(result) -> str:
     return "unknown error (see the Dagster run log)"
 
 
-def _report_steps(result, seconds: float, label: str, quiet: bool) -> None:
+def step_seconds(instance, run_id: str) -> dict[str, float]:
+    """Wall time of every step of a run, from the run's event log (STEP_START to STEP_SUCCESS/FAILURE)."""
+    start, out = {}, {}
+    for entry in instance.all_logs(run_id):
+        ev = entry.dagster_event
+        if ev is None or not ev.step_key:
+            continue
+        if ev.event_type_value == "STEP_START":
+            start[ev.step_key] = entry.timestamp
+        elif ev.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and ev.step_key in start:
+            out[ev.step_key] = entry.timestamp - start[ev.step_key]
+    return out
+
+
+def _report_steps(instance, result, seconds: float, label: str, quiet: bool) -> None:
     if quiet:
         return
+    durations = step_seconds(instance, result.run_id)
     parts = []
     for mat in result.get_asset_materialization_events():
         m = mat.event_specific_data.materialization
         rows = m.metadata.get("dagster/row_count")
         name = m.asset_key.to_user_string()
-        parts.append(f"{name} {rows.value:,}" if rows is not None else name)
+        took = durations.get(mat.step_key)
+        parts.append(f"{name} {rows.value:,}" + (f" ({took:.1f}s)" if took is not None else "") if rows is not None else name)
     console.print(f"{label:<14} [green]ok[/] {seconds:5.1f}s  " + " · ".join(parts))
 
 

@@ -37,7 +37,7 @@ class ModelConfig(dg.Config):
     business_k_max: int = 6
     seed: int = 42
     n_init: int = 10
-    silhouette_sample: int = 10_000
+    silhouette_sample: int = 4_000
     """Silhouette is O(n^2): it is computed on at most this many customers."""
     selection_sample: int = 50_000
     """k is chosen on at most this many customers; the final model is fitted on all of them."""

@@ -64,10 +64,19 @@ def good_frame(good_csv) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
-def baseline_home(tmp_path_factory, good_csv, dagster_instance) -> Path:
+def quality_instance():
+    """The Dagster instance of these tests' runs (many of which fail on purpose), kept apart from the shared one."""
+    import dagster as dg
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="session")
+def baseline_home(tmp_path_factory, good_csv, quality_instance) -> Path:
     """A home holding one complete good run (both quarters). Never modified: tests copy it."""
     home = tmp_path_factory.mktemp("baseline") / "home"
-    quarters = run_pipeline(home, source=str(good_csv), quarters="all", quiet=True, instance=dagster_instance)
+    quarters = run_pipeline(home, source=str(good_csv), quarters="all", quiet=True, instance=quality_instance)
     assert quarters == GOOD_QUARTERS
     return home
 

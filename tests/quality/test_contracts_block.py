@@ -120,51 +120,50 @@ def test_contract_passes_on_the_published_output(warehouse, asset):
 
 # ------------------------------------------------------------------------------------------------- failing
 
-# asset -> (SQL corrupting the copy `bad`, failed rule, its column, rows it must report as breaking it).
+# asset -> (SQL corrupting a copy {bad} of the staged output, failed rule, its column, rows it must report as breaking it).
 # Each corruption breaks exactly one rule of the contract.
 CORRUPTIONS = {
     "raw_transactions": (
-        "UPDATE bad SET quantity = 'twelve' WHERE _row_number IN (SELECT _row_number FROM bad ORDER BY _row_number LIMIT 3)",
+        "UPDATE {bad} SET quantity = 'twelve' WHERE _row_number IN (SELECT _row_number FROM {bad} ORDER BY _row_number LIMIT 3)",
         "quantity is numeric", "quantity", 3,
     ),
     "cleaned_sales": (
         # line revenue stays consistent (0 x price = 0): only "quantity > 0" is broken
-        "UPDATE bad SET quantity = 0, line_revenue = 0 WHERE _row_number IN (SELECT _row_number FROM bad ORDER BY _row_number LIMIT 2)",
+        "UPDATE {bad} SET quantity = 0, line_revenue = 0 WHERE _row_number IN (SELECT _row_number FROM {bad} ORDER BY _row_number LIMIT 2)",
         "quantity > 0", "quantity", 2,
     ),
     "customer_features": (
-        "UPDATE bad SET recency_days = -1 WHERE customer_id = (SELECT min(customer_id) FROM bad)",
-        "0 <= recency_days <= look-back window", "customer_id", None,  # column checked below
+        "UPDATE {bad} SET recency_days = -1 WHERE customer_id = (SELECT min(customer_id) FROM {bad})",
+        "0 <= recency_days <= look-back window", "recency_days", 1,
     ),
     "scaled_matrix": (
         # one customer id given to a second row: both rows of the pair are duplicates (GX counts both)
-        "UPDATE bad SET customer_id = (SELECT min(customer_id) FROM bad) "
-        "WHERE customer_id = (SELECT max(customer_id) FROM bad)",
+        "UPDATE {bad} SET customer_id = (SELECT min(customer_id) FROM {bad}) "
+        "WHERE customer_id = (SELECT max(customer_id) FROM {bad})",
         "customer id is unique", "customer_id", 2,
     ),
     "clustering_model": (
-        "UPDATE bad SET inertia = -1 WHERE NOT chosen AND k = (SELECT min(k) FROM bad)",
+        "UPDATE {bad} SET inertia = -1 WHERE NOT chosen AND k = (SELECT min(k) FROM {bad})",
         "inertia is not negative", "inertia", 1,
     ),
     "segment_assignments": (
         # three customers of one cluster get a name outside the catalogue (still one cluster per name)
-        "UPDATE bad SET segment = 'Bogus Segment' WHERE customer_id IN "
-        "(SELECT customer_id FROM bad WHERE cluster = (SELECT min(cluster) FROM bad) ORDER BY customer_id LIMIT 3)",
+        "UPDATE {bad} SET segment = 'Bogus Segment' WHERE customer_id IN "
+        "(SELECT customer_id FROM {bad} WHERE cluster = (SELECT min(cluster) FROM {bad}) ORDER BY customer_id LIMIT 3)",
         "segment names come from the catalogue", "segment", 3,
     ),
     "segment_migration_history": (
-        "UPDATE bad SET to_segment = 'Nowhere' WHERE customer_id IN "
-        "(SELECT customer_id FROM bad WHERE to_segment <> 'lapsed' ORDER BY customer_id LIMIT 2)",
+        "UPDATE {bad} SET to_segment = 'Nowhere' WHERE customer_id IN "
+        "(SELECT customer_id FROM {bad} WHERE to_segment <> 'lapsed' ORDER BY customer_id LIMIT 2)",
         "to-segment is a catalogue segment or 'lapsed'", "to_segment", 2,
     ),
 }
-CORRUPTIONS["customer_features"] = (CORRUPTIONS["customer_features"][0], "0 <= recency_days <= look-back window", "recency_days", 1)
 
 
 def _corrupted(con, asset: str, sql: str) -> str:
     bad = f"__stage_{asset}_bad"
     con.execute(f"CREATE OR REPLACE TABLE {bad} AS SELECT * FROM __stage_{asset}")
-    con.execute(sql.replace("bad", bad) if " bad" in sql else sql)
+    con.execute(sql.format(bad=bad))
     return bad
 
 
@@ -210,7 +209,7 @@ def test_gate_raises_a_dagster_failure_that_carries_the_message(warehouse):
 
 def test_raw_customer_id_under_half_warns_but_does_not_block(warehouse):
     con, params = warehouse
-    bad = _corrupted(con, "raw_transactions", "UPDATE bad SET customer_id = NULL WHERE _row_number % 10 < 7")
+    bad = _corrupted(con, "raw_transactions", "UPDATE {bad} SET customer_id = NULL WHERE _row_number % 10 < 7")
     nulls = con.execute(f"SELECT count(*) FROM {bad} WHERE customer_id IS NULL").fetchall()[0][0]
     outcome = run_contract(con, "raw_transactions", bad, params["raw_transactions"])
     assert [(o.rule, o.severity, o.unexpected_count) for o in outcome.failed] == [
@@ -223,7 +222,7 @@ def test_raw_customer_id_under_half_warns_but_does_not_block(warehouse):
 
 def test_clustering_silhouette_floor_and_min_cluster_share_warn_but_do_not_block(warehouse):
     con, params = warehouse
-    bad = _corrupted(con, "clustering_model", "UPDATE bad SET silhouette = 0.05, min_cluster_share = 0.001 WHERE chosen")
+    bad = _corrupted(con, "clustering_model", "UPDATE {bad} SET silhouette = 0.05, min_cluster_share = 0.001 WHERE chosen")
     outcome = run_contract(con, "clustering_model", bad, params["clustering_model"])
     assert [(o.rule, o.severity, o.unexpected_count) for o in outcome.failed] == [
         ("silhouette of the chosen k >= the configured floor", "warn", 1),
@@ -238,7 +237,7 @@ def test_clustering_silhouette_floor_and_min_cluster_share_warn_but_do_not_block
 
 def test_clustering_more_than_one_chosen_k_blocks(warehouse):
     con, params = warehouse
-    bad = _corrupted(con, "clustering_model", "UPDATE bad SET chosen = true WHERE k = (SELECT max(k) FROM bad)")
+    bad = _corrupted(con, "clustering_model", "UPDATE {bad} SET chosen = true WHERE k = (SELECT max(k) FROM {bad})")
     outcome = run_contract(con, "clustering_model", bad, params["clustering_model"])
     failed = {o.rule for o in outcome.failed if o.severity == "error"}
     assert "exactly one k is chosen" in failed and outcome.blocking
@@ -291,7 +290,7 @@ def _quarter_snapshot(home: Path, quarter: str) -> dict:
         con.close()
 
 
-def test_tightened_customer_features_contract_blocks_a_real_run(home_copy, good_csv, tmp_path, monkeypatch, dagster_instance):
+def test_tightened_customer_features_contract_blocks_a_real_run(home_copy, good_csv, tmp_path, monkeypatch, quality_instance):
     def edit(c):
         for e in c["expectations"]:
             if e["rule"] == "monetary > 0":
@@ -303,7 +302,7 @@ def test_tightened_customer_features_contract_blocks_a_real_run(home_copy, good_
     customers = before["customer_features"][0]
 
     with pytest.raises(click.ClickException) as exc:
-        run(home_copy, good_csv, quarters=LATEST, instance=dagster_instance)
+        run(home_copy, good_csv, quarters=LATEST, instance=quality_instance)
     msg = exc.value.message
     print(f"\n[tightened customer_features] {msg[:600]}")
     assert msg.startswith(f"quarter {LATEST} failed: step customer_features: customer_features: data contract "
@@ -322,7 +321,7 @@ def test_tightened_customer_features_contract_blocks_a_real_run(home_copy, good_
         con.close()
 
 
-def test_tightened_segment_assignments_contract_blocks_a_real_run(home_copy, good_csv, tmp_path, monkeypatch, dagster_instance):
+def test_tightened_segment_assignments_contract_blocks_a_real_run(home_copy, good_csv, tmp_path, monkeypatch, quality_instance):
     def edit(c):
         for e in c["expectations"]:
             if e["rule"] == "segment names come from the catalogue":
@@ -333,7 +332,7 @@ def test_tightened_segment_assignments_contract_blocks_a_real_run(home_copy, goo
     customers = before["segment_assignments"][0]
 
     with pytest.raises(click.ClickException) as exc:
-        run(home_copy, good_csv, quarters=LATEST, instance=dagster_instance)
+        run(home_copy, good_csv, quarters=LATEST, instance=quality_instance)
     msg = exc.value.message
     print(f"\n[tightened segment_assignments] {msg[:600]}")
     assert msg.startswith(f"quarter {LATEST} failed: step segment_assignments: segment_assignments: data contract "

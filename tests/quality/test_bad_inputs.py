@@ -1,0 +1,410 @@
+"""The bad-input corpus: each bad source is generated here from the small good source, and run on a copy of a
+home that already holds a good run (the 'last good' state).
+
+For each case: the run fails at the right asset (or the right rows are rejected, with reasons), the message
+says what is wrong and where (file, column, rule, count), nothing downstream of the failing asset changed,
+every table of the last good materialisation is still there and readable with the same row counts, and the
+source file itself was not modified. Each user-facing message is printed (run with -s) and collected in
+MESSAGES, which the module prints at the end as "bad input -> message the user sees".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import click
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import run
+from tests.quality.conftest import DOWNSTREAM_OF, LATEST, PUBLISHED, connect, counts, snapshot, tables
+
+MESSAGES: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_corpus():
+    yield
+    if MESSAGES:
+        print("\n\nbad input -> message the user sees")
+        for case, msg in MESSAGES.items():
+            print(f"- {case} -> {msg[:300]!r}")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_csv(df: pd.DataFrame, path: Path, **kw) -> Path:
+    df.to_csv(path, index=False, **kw)
+    return path
+
+
+# ----------------------------------------------------------------------------------------- the bad inputs
+# Each maker gets the good source (all text) and a folder; returns the file to run and an optional mapping.
+
+
+def missing_column(df, d):
+    return write_csv(df.drop(columns=["Price"]), d / "no_price.csv"), None
+
+
+def misspelled_header(df, d):
+    return write_csv(df.rename(columns={"Customer ID": "Custmer ID"}), d / "misspelled_header.csv"), None
+
+
+def semicolon_decimal_comma(df, d):
+    """A European export: `;` between fields, decimal commas in prices."""
+    out = df.assign(Price=df["Price"].str.replace(".", ",", regex=False))
+    return write_csv(out, d / "european_export.csv", sep=";"), None
+
+
+def semicolon_read_with_comma_mapping(df, d):
+    """A `;`-separated file while the mapping says the delimiter is a comma."""
+    m = d / "mapping.yaml"
+    m.write_text('delimiter: ","\n', encoding="utf-8")
+    return write_csv(df, d / "semicolons.csv", sep=";"), m
+
+
+def semicolon_plain(df, d):
+    return write_csv(df, d / "semicolons_plain.csv", sep=";"), None
+
+
+NON_NUMERIC_QTY = ["twelve", "1O", "n/a", "12 pcs", "--"]
+
+
+def non_numeric_quantity(df, d):
+    out = df.copy()
+    rows = [10, 500, 1500, 4000, len(out) - 1]
+    out.loc[rows, "Quantity"] = NON_NUMERIC_QTY
+    return write_csv(out, d / "bad_quantity.csv"), None
+
+
+def unparseable_dates(df, d):
+    out = df.copy()
+    out.loc[[3, 300, 3000, 6000], "InvoiceDate"] = ["31/31/2011 10:00", "yesterday", "2011-13-45 10:00:00", "soon"]
+    return write_csv(out, d / "bad_dates.csv"), None
+
+
+def future_dates(df, d):
+    out = df.copy()
+    for i in (7, 700, 7000):
+        out.loc[i, "InvoiceDate"] = "2099" + out.loc[i, "InvoiceDate"][4:]
+    return write_csv(out, d / "future_dates.csv"), None
+
+
+def empty_file(df, d):
+    p = d / "empty.csv"
+    p.write_bytes(b"")
+    return p, None
+
+
+def header_only(df, d):
+    return write_csv(df.iloc[:0], d / "header_only.csv"), None
+
+
+def negative_prices(df, d):
+    out = df.assign(Price="-" + df["Price"].str.lstrip("-"))
+    return write_csv(out, d / "negative_prices.csv"), None
+
+
+N_DUPLICATED = 25
+
+
+def duplicated_rows(df, d, kept_rows: list[int]):
+    """Copies of 25 lines that cleaning keeps, appended at the end of the file."""
+    out = pd.concat([df, df.iloc[kept_rows[:N_DUPLICATED]]], ignore_index=True)
+    return write_csv(out, d / "duplicated_rows.csv"), None
+
+
+def null_customers(df, d):
+    return write_csv(df.assign(**{"Customer ID": ""}), d / "no_customers.csv"), None
+
+
+def truncated_parquet(df, d):
+    p = d / "truncated.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), p)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    return p, None
+
+
+POUND_ROWS = [2, 1200, 5000, 8000]
+
+
+def _latin1_frame(df):
+    out = df.copy()
+    out.loc[POUND_ROWS, "Description"] = out.loc[POUND_ROWS, "Description"] + " £5 OFF"
+    return out
+
+
+def latin1_csv(df, d):
+    p = d / "latin1.csv"
+    p.write_bytes(_latin1_frame(df).to_csv(index=False).encode("latin-1"))
+    return p, None
+
+
+def latin1_csv_with_mapping(df, d):
+    p, _ = latin1_csv(df, d)
+    m = d / "latin1_mapping.yaml"
+    m.write_text("encoding: latin-1\n", encoding="utf-8")
+    return p, m
+
+
+# ------------------------------------------------------------------------------------------------ the cases
+
+
+@dataclass
+class Case:
+    make: Callable
+    asset: str  # the asset that must stop the run
+    says: list[str] = field(default_factory=list)  # fragments the message must contain ({file}: the file name)
+
+
+RAW_FAILS = {
+    "missing required column (Price dropped)": Case(
+        missing_column, "raw_transactions",
+        ["source ", "{file}", "required column(s) missing: ['price']", "Expected one of {'price': ['Price', 'UnitPrice', 'Unit Price']}",
+         "--mapping"],
+    ),
+    "misspelled header ('Custmer ID')": Case(
+        misspelled_header, "raw_transactions",
+        ["{file}", "required column(s) missing: ['customer_id']", "'Custmer ID'"],
+    ),
+    "`;`-separated European export with decimal commas": Case(
+        semicolon_decimal_comma, "raw_transactions",
+        ["{file}", "[ERROR] price is numeric (column price): FAILED: {rows:,} row(s) break it (100.00%)",
+         "data row 1: price='"],
+    ),
+    "`;`-separated file, mapping says delimiter ','": Case(
+        semicolon_read_with_comma_mapping, "raw_transactions",
+        # what the user can see today: the whole header read as one column (the xfail below wants more)
+        ["{file}", "'Invoice;StockCode;Description;Quantity;InvoiceDate;Price;Customer ID;Country'"],
+    ),
+    "non-numeric quantity in 5 rows": Case(
+        non_numeric_quantity, "raw_transactions",
+        ["from {file}", "[ERROR] quantity is numeric (column quantity): FAILED: 5 row(s) break it",
+         "data row 11: quantity='twelve'", "data row 501: quantity='1O'"],
+    ),
+    "unparseable dates in 4 rows": Case(
+        unparseable_dates, "raw_transactions",
+        ["from {file}", "[ERROR] invoice date is a parseable date (column invoice_date): FAILED: 4 row(s) break it",
+         "data row 4: invoice_date='31/31/2011 10:00'", "data row 301: invoice_date='yesterday'"],
+    ),
+    "future dates (2099) in 3 rows": Case(
+        future_dates, "raw_transactions",
+        ["from {file}", "[ERROR] invoice date is not in the future (relative to the load time) nor before 1990 "
+         "(column invoice_date): FAILED: 3 row(s) break it", "data row 8: invoice_date='2099-"],
+    ),
+    "empty file (0 bytes)": Case(empty_file, "raw_transactions", ["{file}"]),
+    "header only": Case(header_only, "raw_transactions", ["{file}", "holds no data rows (an empty file, or a header only)"]),
+    "customer id column entirely empty": Case(
+        null_customers, "raw_transactions",
+        ["from {file}", "[ERROR] customer id is present on at least 1% of rows (a customer column that is entirely "
+         "empty is unusable) (column customer_id): FAILED: {rows:,} row(s) break it (100.00%)"],
+    ),
+    "truncated parquet (cut in half)": Case(truncated_parquet, "raw_transactions", ["source ", "{file}", "could not be read"]),
+    "latin-1 CSV ('£' in descriptions)": Case(
+        latin1_csv, "raw_transactions",
+        ["{file}", "could not be read", "not valid UTF-8", "encoding:", "latin-1"],
+    ),
+}
+CLEANED_FAILS = {
+    "negative prices everywhere": Case(
+        negative_prices, "cleaned_sales",
+        ["[ERROR] at least one sales line survives cleaning: FAILED: observed 0",
+         "nothing downstream runs; the published table is unchanged"],
+    ),
+}
+FAILS = {**RAW_FAILS, **CLEANED_FAILS}
+
+
+@pytest.fixture(scope="module")
+def baseline(baseline_home):
+    """Row counts and content hashes of every published table of the good run."""
+    return snapshot(baseline_home)
+
+
+def _run_bad(case_name, case: Case, good_frame, home, tmp_path, quality_instance):
+    d = tmp_path / "src"
+    d.mkdir()
+    path, mapping = case.make(good_frame, d)
+    digest = sha256(path)
+    with pytest.raises(click.ClickException) as exc:
+        run(home, path, quarters=LATEST, mapping=str(mapping) if mapping else None, instance=quality_instance)
+    msg = exc.value.message
+    MESSAGES[case_name] = msg
+    print(f"\n[{case_name}] {msg[:600]}")
+    assert sha256(path) == digest, "a failed run modified the source file"
+    return path, msg
+
+
+@pytest.mark.parametrize("case_name", list(FAILS))
+def test_bad_input_stops_the_run_and_keeps_the_last_good_outputs(case_name, good_frame, home_copy, tmp_path, baseline,
+                                                                  quality_instance):
+    case = FAILS[case_name]
+    path, msg = _run_bad(case_name, case, good_frame, home_copy, tmp_path, quality_instance)
+
+    # stopped at the right asset, saying what is wrong and where
+    assert msg.startswith(f"ingest and cleaning failed: step {case.asset}: "), msg
+    rows = len(good_frame)
+    for fragment in case.says:
+        fragment = fragment.replace("{file}", path.name).replace("{rows:,}", f"{rows:,}")
+        assert fragment in msg, (fragment, msg)
+    if case.asset == "raw_transactions":
+        assert str(path) in msg or f"from {path.name}" in msg  # the file, by path or by name
+
+    # nothing downstream of the failing asset changed (content, not just counts) ...
+    after = snapshot(home_copy)
+    for t in DOWNSTREAM_OF[case.asset]:
+        assert after[t] == baseline[t], f"{t} changed although {case.asset} failed"
+    # ... and every table of the last good run is still there, readable, with the same row counts
+    assert counts(after) == counts(baseline)
+    # a contract failure keeps the rejected candidate for inspection
+    if "FAILED" in msg:
+        assert f"__stage_{case.asset}" in tables(home_copy)
+
+
+def test_negative_prices_rejected_rows_carry_their_reason(good_frame, home_copy, tmp_path, quality_instance):
+    """After the cleaned_sales contract stopped the run, the staged rejected rows say why each line went."""
+    _run_bad("negative prices everywhere (reasons)", CLEANED_FAILS["negative prices everywhere"], good_frame, home_copy,
+             tmp_path, quality_instance)
+    MESSAGES.pop("negative prices everywhere (reasons)")
+    con = connect(home_copy)
+    try:
+        assert con.execute("SELECT count(*) FROM __stage_cleaned_sales").fetchall()[0][0] == 0
+        reasons = dict(con.execute(
+            "SELECT rejection_reason, count(*) FROM __stage_rejected_sales GROUP BY 1").fetchall())
+    finally:
+        con.close()
+    assert sum(reasons.values()) == len(good_frame)  # every raw row rejected, none lost
+    assert reasons["non_positive_price"] == max(reasons.values())
+    # the rows with a positive quantity and an ordinary product code: all rejected for their price
+    q = pd.to_numeric(good_frame["Quantity"])
+    ordinary = (q > 0) & ~good_frame["Invoice"].str.upper().str.startswith(("C", "A"))
+    assert reasons["non_positive_price"] <= int(ordinary.sum())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a 0-byte file is reported as 'required column(s) missing ... The file has columns ['column0']' "
+    "(DuckDB invents column0) instead of saying the file is empty; the 'holds no data rows' check in "
+    "assets/ingest.py runs only after resolve_columns.",
+)
+def test_empty_file_message_says_the_file_is_empty(good_frame, home_copy, tmp_path, quality_instance):
+    _, msg = _run_bad("empty file (0 bytes) [message]", FAILS["empty file (0 bytes)"], good_frame, home_copy, tmp_path,
+                      quality_instance)
+    MESSAGES.pop("empty file (0 bytes) [message]")
+    assert "empty" in msg and "column0" not in msg
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a file read with the wrong delimiter (one column whose name holds ';') is only reported as missing "
+    "columns; the wrong-delimiter hint in readers.stage_file is a no-op (`pass`).",
+)
+def test_wrong_delimiter_message_says_so(good_frame, home_copy, tmp_path, quality_instance):
+    name = "`;`-separated file, mapping says delimiter ','"
+    _, msg = _run_bad(name + " [message]", FAILS[name], good_frame, home_copy, tmp_path, quality_instance)
+    MESSAGES.pop(name + " [message]")
+    assert "delimiter" in msg and "';'" in msg
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (cosmetic): for errors other than dagster.Failure (SourceError from the readers) the CLI message "
+    "shows the Python class path 'seg_pipeline.readers.SourceError: '; cli._failure_message strips only the "
+    "Failure prefix.",
+)
+def test_reader_errors_are_shown_without_the_python_class_path(good_frame, home_copy, tmp_path, quality_instance):
+    name = "missing required column (Price dropped)"
+    _, msg = _run_bad(name + " [prefix]", FAILS[name], good_frame, home_copy, tmp_path, quality_instance)
+    MESSAGES.pop(name + " [prefix]")
+    assert msg.startswith("ingest and cleaning failed: step raw_transactions: source ")
+    assert "SourceError" not in msg and "seg_pipeline." not in msg
+
+
+# ------------------------------------------------------------------------------ inputs the pipeline accepts
+
+
+def _run_ok(case_name, make, good_frame, home, tmp_path, quality_instance, **kw):
+    d = tmp_path / "src"
+    d.mkdir()
+    path, mapping = make(good_frame, d, **kw)
+    digest = sha256(path)
+    done = run(home, path, quarters=LATEST, mapping=str(mapping) if mapping else None, instance=quality_instance)
+    MESSAGES[case_name] = f"(run succeeded: quarters {done})"
+    assert done == [LATEST]
+    assert sha256(path) == digest
+    return path
+
+
+def _quarter_features(home):
+    con = connect(home)
+    try:
+        return con.execute("SELECT * FROM customer_features WHERE quarter = ? ORDER BY customer_id", [LATEST]).df()
+    finally:
+        con.close()
+
+
+def test_duplicated_rows_are_rejected_as_duplicate_line_and_the_run_succeeds(good_frame, baseline_home, home_copy,
+                                                                               tmp_path, baseline, quality_instance):
+    con = connect(baseline_home)
+    try:  # lines the good run kept (data row n is frame index n - 1)
+        kept = [r[0] - 1 for r in con.execute(
+            "SELECT _row_number FROM cleaned_sales ORDER BY _row_number LIMIT ?", [N_DUPLICATED]).fetchall()]
+        dup_before = con.execute(
+            "SELECT count(*) FROM rejected_sales WHERE rejection_reason = 'duplicate_line'").fetchall()[0][0]
+    finally:
+        con.close()
+    features_before = _quarter_features(home_copy)
+
+    _run_ok("duplicated rows (25 lines repeated)", duplicated_rows, good_frame, home_copy, tmp_path, quality_instance,
+            kept_rows=kept)
+
+    after = counts(snapshot(home_copy))
+    before = counts(baseline)
+    assert after["raw_transactions"] == before["raw_transactions"] + N_DUPLICATED
+    assert after["cleaned_sales"] == before["cleaned_sales"]
+    assert after["rejected_sales"] == before["rejected_sales"] + N_DUPLICATED
+    con = connect(home_copy)
+    try:
+        dup_after = con.execute(
+            "SELECT count(*) FROM rejected_sales WHERE rejection_reason = 'duplicate_line'").fetchall()[0][0]
+        # the rejected copies are the appended lines (data rows after the original ones)
+        appended = con.execute(
+            "SELECT count(*) FROM rejected_sales WHERE rejection_reason = 'duplicate_line' AND _row_number > ?",
+            [len(good_frame)]).fetchall()[0][0]
+    finally:
+        con.close()
+    assert dup_after == dup_before + N_DUPLICATED
+    assert appended == N_DUPLICATED
+    # duplicates do not inflate anyone's features
+    pd.testing.assert_frame_equal(_quarter_features(home_copy), features_before)
+
+
+def test_semicolon_separated_file_is_sniffed_and_loads_like_the_comma_file(good_frame, home_copy, tmp_path, baseline,
+                                                                              quality_instance):
+    _run_ok("`;`-separated file (dot decimals)", semicolon_plain, good_frame, home_copy, tmp_path, quality_instance)
+    assert counts(snapshot(home_copy)) == counts(baseline)
+
+
+def test_latin1_file_loads_correctly_with_an_encoding_mapping(good_frame, home_copy, tmp_path, baseline, quality_instance):
+    _run_ok("latin-1 CSV with mapping `encoding: latin-1`", latin1_csv_with_mapping, good_frame, home_copy, tmp_path,
+            quality_instance)
+    expected = _latin1_frame(good_frame).loc[POUND_ROWS, "Description"].tolist()
+    con = connect(home_copy)
+    try:
+        raw = [r[0] for r in con.execute(
+            "SELECT description FROM raw_transactions WHERE _row_number IN (SELECT unnest(?)) ORDER BY _row_number",
+            [[i + 1 for i in POUND_ROWS]]).fetchall()]
+        pounds = con.execute("SELECT count(*) FROM raw_transactions WHERE description LIKE '%£5 OFF'").fetchall()[0][0]
+    finally:
+        con.close()
+    assert raw == expected  # '£' decoded, nothing else changed
+    assert pounds == len(POUND_ROWS)
+    assert counts(snapshot(home_copy)) == counts(baseline)
