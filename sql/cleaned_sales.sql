@@ -1,18 +1,23 @@
 -- cleaned_sales: the product sales lines kept for analysis, typed, with line revenue.
--- Input: sales_classified (see sales_classified.sql).
+-- Input: sales_rules (rows breaking no rule) minus duplicate_lines.
 select
-    invoice_norm as invoice,
-    stock_code_norm as stock_code,
-    description_norm as description,
-    quantity_num as quantity,
-    invoice_ts as invoice_date,
-    price_num as price,
-    customer_norm as customer_id,
-    country_norm as country,
-    store_norm as store,
-    quantity_num * price_num as line_revenue,
-    _source_file,
-    _sheet,
-    _row_number
-from sales_classified
-where rejection_reason is null
+    s.invoice_norm as invoice,
+    s.stock_code_norm as stock_code,
+    s.description_norm as description,
+    s.quantity_value as quantity,
+    s.invoice_ts as invoice_date,
+    s.price_value as price,
+    s.customer_norm as customer_id,
+    s.country_norm as country,
+    s.store_norm as store,
+    s.quantity_value * s.price_value as line_revenue,
+    s.line_hash,
+    s._source_file,
+    s._sheet,
+    s._row_number
+from sales_rules as s
+anti join duplicate_lines as d
+    on d._source_sha256 = s._source_sha256
+    and d._sheet is not distinct from s._sheet
+    and d._row_number = s._row_number
+where s.rule_reason is null

@@ -3,14 +3,13 @@
 
 import dagster as dg
 
-from ..resources import PipelineHome, Warehouse
+from ..resources import Warehouse
 from ..sql import load_sql, sql_fingerprint
 from ..storage import get_state, set_state_sql, table_exists, transaction
 from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview
 
 TABLE = "cleaned_sales"
 REJECTED = "rejected_sales"
-CLASSIFIED = "sales_classified"  # intermediate: built, split into the two tables, dropped
 
 
 @dg.asset(
@@ -21,21 +20,21 @@ CLASSIFIED = "sales_classified"  # intermediate: built, split into the two table
     deps=["raw_transactions"],
     check_specs=[contract_spec(TABLE)],
     description=(
-        "Product sales lines fit for analysis (sql/sales_classified.sql, sql/cleaned_sales.sql): typed values, "
+        "Product sales lines fit for analysis (sql/sales_rules.sql, sql/duplicate_lines.sql, sql/cleaned_sales.sql): typed values, "
         "customer IDs normalised ('17850.0' -> '17850'), line_revenue = quantity x price. Removed, each with "
         "its reason in the rejected_sales table (sql/rejected_sales.sql): cancellations (invoice C...), "
         "bad-debt adjustments (A...), non-product stock codes (POST, DOT, M, D, C2, BANK CHARGES, AMAZONFEE, "
         "ADJUST, PADS, TEST*, gift_*...), non-positive quantity or price, missing customer, unparseable "
-        "values, exact duplicate lines and rows repeated across workbook sheets. raw = cleaned + rejected."
+        "values, dates out of range, exact duplicate lines and rows repeated across workbook sheets. "
+        "raw = cleaned + rejected."
     ),
 )
-def cleaned_sales(context: dg.AssetExecutionContext, pipeline: PipelineHome, warehouse: Warehouse):
-    mapping = pipeline.mapping()
+def cleaned_sales(context: dg.AssetExecutionContext, warehouse: Warehouse):
     with warehouse.get_connection() as con:
         raw_key = con.execute(
             "SELECT coalesce(string_agg(DISTINCT _source_sha256, ',' ORDER BY _source_sha256), '') FROM raw_transactions"
         ).fetchall()[0][0]
-        fingerprint = f"{raw_key}|{mapping.date_format}|{sql_fingerprint('sales_classified', 'cleaned_sales', 'rejected_sales')}"
+        fingerprint = f"{raw_key}|{sql_fingerprint('sales_rules', 'duplicate_lines', 'cleaned_sales', 'rejected_sales')}"
         unchanged = (
             get_state(con, TABLE) == fingerprint and table_exists(con, TABLE) and table_exists(con, REJECTED)
         )
@@ -48,13 +47,11 @@ def cleaned_sales(context: dg.AssetExecutionContext, pipeline: PipelineHome, war
                 description="Inputs unchanged: the published table passed this contract when it was built.",
             )
         else:
-            con.execute(
-                f"CREATE OR REPLACE TABLE {CLASSIFIED} AS {load_sql('sales_classified')}",
-                {"date_format": mapping.date_format},
-            )
+            con.execute(f"CREATE OR REPLACE TEMP VIEW sales_rules AS {load_sql('sales_rules')}")
+            con.execute(f"CREATE OR REPLACE TEMP TABLE duplicate_lines AS {load_sql('duplicate_lines')}")
             con.execute(f"CREATE OR REPLACE TABLE __stage_{TABLE} AS {load_sql('cleaned_sales')}")
             con.execute(f"CREATE OR REPLACE TABLE __stage_{REJECTED} AS {load_sql('rejected_sales')}")
-            con.execute(f"DROP TABLE {CLASSIFIED}")
+            con.execute("DROP TABLE duplicate_lines")
 
             raw_rows = con.execute("SELECT count(*) FROM raw_transactions").fetchall()[0][0]
             yield from gate(

@@ -7,10 +7,12 @@ import dagster as dg
 
 from .. import readers
 from ..resources import PipelineHome, Warehouse
-from ..storage import stage_name, table_exists, transaction
+from ..sql import load_sql
+from ..storage import create_stage, stage_name, table_exists, transaction
 from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview
 
 TABLE = "raw_transactions"
+LOAD = "__load_raw"  # what the readers produce, before the parsed columns are added
 
 
 @dg.asset(
@@ -22,14 +24,22 @@ TABLE = "raw_transactions"
     description=(
         "Every row of the configured source (CSV, CSV.gz, Parquet, or every sheet of an XLSX workbook), "
         "loaded into DuckDB exactly as it is: all values as text under canonical column names, plus the "
-        "source file name, its SHA-256, the sheet, the row number and the load time. Ingestion is keyed "
+        "source file name, its SHA-256, the sheet, the row number and the load time, and beside the text "
+        "what it parses to (quantity_value, price_value, invoice_ts; NULL where it does not parse) and a "
+        "line hash (sql/raw_transactions.sql). Ingestion is keyed "
         "by file hash: a file already loaded is not read again; a changed file replaces its old rows."
     ),
 )
 def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, warehouse: Warehouse):
     mapping = pipeline.mapping()
-    files = readers.list_source_files(pipeline.source_path())
-    hashes = {f: readers.sha256_file(f) for f in files}
+    hashes: dict = {}
+    for f in readers.list_source_files(pipeline.source_path()):
+        h = readers.sha256_file(f)
+        if h in hashes.values():
+            context.log.warning(f"{f} has the same content as {next(k for k, v in hashes.items() if v == h)}: loaded once")
+            continue
+        hashes[f] = h
+    files = list(hashes)
     stage = stage_name(TABLE)
     loaded_at = datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -43,14 +53,17 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
 
         per_file: dict[str, int] = {}
         if new_files:
-            con.execute(f"CREATE OR REPLACE TABLE {stage} {readers.RAW_DDL}")
+            con.execute(f"CREATE OR REPLACE TABLE {LOAD} {readers.RAW_DDL}")
             for f in new_files:
                 context.log.info(f"loading {f}")
-                per_file[f.name] = readers.stage_file(con, f, hashes[f], stage, mapping, loaded_at)
+                per_file[f.name] = readers.stage_file(con, f, hashes[f], LOAD, mapping, loaded_at)
                 if per_file[f.name] == 0:
                     raise dg.Failure(
                         description=f"source {f} holds no data rows (an empty file, or a header only)"
                     )
+            # the text as read, plus what it parses to (sql/raw_transactions.sql)
+            create_stage(con, TABLE, load_sql(TABLE), {"date_format": mapping.date_format})
+            con.execute(f"DROP TABLE {LOAD}")
             # the contract validates the rows being added; rows published earlier passed it when added
             yield from gate(context, con, TABLE, stage)
         else:
@@ -62,14 +75,20 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
             )
 
         with transaction(con):
-            con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} {readers.RAW_DDL}")
-            con.execute(
-                f"DELETE FROM {TABLE} WHERE $remap OR NOT list_contains(CAST($keep AS VARCHAR[]), _source_sha256) OR list_contains(CAST($new AS VARCHAR[]), _source_sha256)",
-                {"remap": remap, "keep": list(hashes.values()), "new": [hashes[f] for f in new_files]},
-            )
-            if new_files:
-                con.execute(f"INSERT INTO {TABLE} SELECT * FROM {stage}")
-                con.execute(f"DROP TABLE {stage}")
+            keep_old = table_exists(con, TABLE) and not remap and bool(loaded & set(hashes.values()))
+            if not keep_old and new_files:
+                # nothing published is kept: the staged table becomes the table (renamed, not copied)
+                con.execute(f"DROP TABLE IF EXISTS {TABLE}")
+                con.execute(f"ALTER TABLE {stage} RENAME TO {TABLE}")
+            else:
+                con.execute(
+                    f"DELETE FROM {TABLE} WHERE $remap OR NOT list_contains(CAST($keep AS VARCHAR[]), _source_sha256) "
+                    "OR list_contains(CAST($new AS VARCHAR[]), _source_sha256)",
+                    {"remap": remap, "keep": list(hashes.values()), "new": [hashes[f] for f in new_files]},
+                )
+                if new_files:
+                    con.execute(f"INSERT INTO {TABLE} SELECT * FROM {stage}")
+                    con.execute(f"DROP TABLE {stage}")
             con.execute("CREATE OR REPLACE TABLE _raw_mapping AS SELECT $fp AS fingerprint", {"fp": mapping.fingerprint()})
 
         total = con.execute(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]

@@ -1,0 +1,19 @@
+-- raw_transactions: the rows of newly loaded source files, exactly as read (every value as text,
+-- under canonical column names, with file, sheet, row number and load time), plus what the text
+-- parses to. Nothing is dropped or changed: a value that does not parse keeps its text and gets NULL
+-- beside it, so the data contract can count it and cleaning can reject the row with a reason.
+-- Input: __load_raw (what the readers produced). Parameter: $date_format (NULL, or a strptime format
+-- for exports whose dates are neither ISO nor m/d/Y).
+select
+    l.*,
+    try_cast(trim(l.quantity) as double) as quantity_value,
+    try_cast(trim(l.price) as double) as price_value,
+    coalesce(
+        case when $date_format is not null then try_strptime(trim(l.invoice_date), $date_format) end,
+        try_cast(trim(l.invoice_date) as timestamp),
+        try_strptime(trim(l.invoice_date), ['%m/%d/%Y %H:%M', '%m/%d/%Y %H:%M:%S', '%m/%d/%y %H:%M', '%Y%m%d', '%d.%m.%Y %H:%M'])
+    ) as invoice_ts,
+    -- identifies identical lines cheaply; cleaning confirms a duplicate on the values themselves
+    hash(l.invoice, l.stock_code, l.description, l.quantity, l.invoice_date, l.price, l.customer_id, l.country, l.store)
+        as line_hash
+from __load_raw as l

@@ -1,0 +1,46 @@
+-- sales_rules (a view): every raw row with normalised values and the first cleaning rule it breaks
+-- (rule_reason, NULL = kept). Exact duplicates are found separately (duplicate_lines.sql).
+-- Input: raw_transactions.
+with non_product_codes as (
+    -- service lines, fees and adjustments that are not product sales (UCI Online Retail II)
+    select * from (values
+        ('POST'), ('DOT'), ('M'), ('D'), ('C2'), ('S'), ('B'), ('BANK CHARGES'), ('AMAZONFEE'),
+        ('ADJUST'), ('ADJUST2'), ('PADS'), ('CRUK'), ('CARRIAGE'), ('DISCOUNT')
+    ) as t(code)
+),
+
+normalised as (
+    select
+        r.*,
+        upper(trim(r.invoice)) as invoice_norm,
+        trim(r.stock_code) as stock_code_norm,
+        nullif(nullif(trim(r.description), ''), 'nan') as description_norm,
+        -- IDs arrive as float text ("17850.0"); the empty cell as '', 'nan', 'NA' or 'None'
+        case
+            when r.customer_id is null or lower(trim(r.customer_id)) in ('', 'nan', 'na', 'none', 'null') then null
+            else regexp_replace(trim(r.customer_id), '\.0+$', '')
+        end as customer_norm,
+        nullif(trim(r.country), '') as country_norm,
+        nullif(trim(r.store), '') as store_norm
+    from raw_transactions as r
+)
+
+select
+    n.*,
+    case
+        when n.invoice_norm is null or n.invoice_norm = '' then 'missing_invoice'
+        when n.invoice_ts is null then 'unparseable_date'
+        when n.invoice_ts < timestamp '1990-01-01' or n.invoice_ts > n._loaded_at + interval 1 day then 'date_out_of_range'
+        when n.quantity_value is null then 'unparseable_quantity'
+        when n.price_value is null then 'unparseable_price'
+        when n.invoice_norm like 'C%' then 'cancellation'
+        when n.invoice_norm like 'A%' then 'adjustment'
+        when upper(n.stock_code_norm) in (select code from non_product_codes)
+            or upper(n.stock_code_norm) like 'TEST%'
+            or lower(n.stock_code_norm) like 'gift\_%' escape '\'
+            then 'non_product_code'
+        when n.quantity_value <= 0 then 'non_positive_quantity'
+        when n.price_value <= 0 then 'non_positive_price'
+        when n.customer_norm is null then 'missing_customer'
+    end as rule_reason
+from normalised as n
