@@ -6,7 +6,7 @@ import dagster as dg
 from ..resources import Warehouse
 from ..sql import load_sql, sql_fingerprint
 from ..storage import get_state, set_state_sql, table_exists, transaction
-from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview
+from .common import GROUP, preload_contract_engine, OWNERS, contract_spec, gate, md_table, preview
 
 TABLE = "cleaned_sales"
 REJECTED = "rejected_sales"
@@ -30,6 +30,7 @@ REJECTED = "rejected_sales"
     ),
 )
 def cleaned_sales(context: dg.AssetExecutionContext, warehouse: Warehouse):
+    preload_contract_engine()
     with warehouse.get_connection() as con:
         raw_key = con.execute(
             "SELECT coalesce(string_agg(DISTINCT _source_sha256, ',' ORDER BY _source_sha256), '') FROM raw_transactions"

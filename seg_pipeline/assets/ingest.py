@@ -9,7 +9,7 @@ from .. import readers
 from ..resources import PipelineHome, Warehouse
 from ..sql import load_sql
 from ..storage import create_stage, stage_name, table_exists, transaction
-from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview
+from .common import GROUP, preload_contract_engine, OWNERS, contract_spec, gate, md_table, preview
 
 TABLE = "raw_transactions"
 LOAD = "__load_raw"  # what the readers produce, before the parsed columns are added
@@ -31,6 +31,7 @@ LOAD = "__load_raw"  # what the readers produce, before the parsed columns are a
     ),
 )
 def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, warehouse: Warehouse):
+    preload_contract_engine()
     mapping = pipeline.mapping()
     hashes: dict = {}
     for f in readers.list_source_files(pipeline.source_path()):
