@@ -231,13 +231,20 @@ def stage_file(
     table: str,
     mapping: ColumnMapping,
     loaded_at: datetime,
+    transform: tuple[str, dict] | None = None,
 ) -> int:
-    """Append one source file's rows to `table` (created by the caller with raw columns). Returns rows."""
+    """Append one source file's rows to `table`. Returns the number of rows.
+
+    Without `transform`, `table` has the raw text columns (RAW_DDL). With `transform` = (sql, params),
+    the rows as read are offered to `sql` as the relation `__load_raw` and what it selects is appended:
+    one pass over the file, no intermediate copy."""
     name = path.name.lower()
     base_params = {"path": str(path), "file": path.name, "sha": sha256, "loaded_at": loaded_at}
+    if transform:
+        base_params.update(transform[1])
     lineage = "$file AS _source_file, $sha AS _source_sha256, {sheet} AS _sheet, {rownum} AS _row_number, CAST($loaded_at AS TIMESTAMP) AS _loaded_at"
     if name.endswith(".xlsx"):
-        return _stage_xlsx(con, path, table, mapping, base_params)
+        return _stage_xlsx(con, path, table, mapping, base_params, transform)
     if name.endswith(".parquet"):
         reader, params = "read_parquet($path, file_row_number = true)", {}
         rownum = "src.file_row_number + 1"
@@ -259,10 +266,12 @@ def stage_file(
     if len(header) == 1 and not mapping.delimiter and any(d in header[0] for d in (";", "\t", "|")):
         pass  # a sniffed single column usually means a wrong delimiter; resolve_columns reports it
     cols = resolve_columns(header, mapping, where=f"source {path}")
-    sql = (
-        f"INSERT INTO {quote_ident(table)} SELECT\n  {_select_list(cols, mapping)},\n  "
+    sql = _insert_sql(
+        table,
+        f"SELECT\n  {_select_list(cols, mapping)},\n  "
         + lineage.format(sheet="CAST(NULL AS VARCHAR)", rownum=rownum)
-        + f"\nFROM {reader} AS src"
+        + f"\nFROM {reader} AS src",
+        transform,
     )
     try:
         before = con.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchall()[0][0]
@@ -271,6 +280,12 @@ def stage_file(
     except duckdb.Error as exc:
         raise _read_error(path, exc) from exc
     return after - before
+
+
+def _insert_sql(table: str, select_sql: str, transform: tuple[str, dict] | None) -> str:
+    if transform is None:
+        return f"INSERT INTO {quote_ident(table)} {select_sql}"
+    return f"INSERT INTO {quote_ident(table)} WITH __load_raw AS ({select_sql})\n{transform[0]}"
 
 
 def _cell_text(value) -> str | None:
@@ -288,7 +303,7 @@ def _cell_text(value) -> str | None:
     return str(value)
 
 
-def _stage_xlsx(con, path: Path, table: str, mapping: ColumnMapping, base_params: dict) -> int:
+def _stage_xlsx(con, path: Path, table: str, mapping: ColumnMapping, base_params: dict, transform=None) -> int:
     from python_calamine import CalamineWorkbook
 
     try:
@@ -317,11 +332,13 @@ def _stage_xlsx(con, path: Path, table: str, mapping: ColumnMapping, base_params
         view = "__xlsx_sheet"
         con.register(view, tbl)
         try:
-            sql = (
-                f"INSERT INTO {quote_ident(table)} SELECT\n  {_select_list(sheet_cols, sheet_mapping)},\n  "
+            sql = _insert_sql(
+                table,
+                f"SELECT\n  {_select_list(sheet_cols, sheet_mapping)},\n  "
                 "$file AS _source_file, $sha AS _source_sha256, $sheet AS _sheet, "
                 "row_number() OVER () AS _row_number, CAST($loaded_at AS TIMESTAMP) AS _loaded_at\n"
-                f"FROM {view} AS src"
+                f"FROM {view} AS src",
+                transform,
             )
             con.execute(sql, {**base_params, "sheet": sheet_name})
             total += len(body)

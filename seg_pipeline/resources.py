@@ -89,5 +89,12 @@ def build_resources(home: str | Path | None = None, source: str | None = None, m
             source=str(source if source is not None else settings.configured_source()),
             column_mapping=str(mapping if mapping is not None else settings.configured_mapping()),
         ),
-        "warehouse": Warehouse(database=str(home_path / "warehouse.duckdb")),
+        "warehouse": Warehouse(
+            database=str(home_path / "warehouse.duckdb"),
+            connection_config={
+                # DuckDB spills to disk beyond this, so large histories stay within a modest machine's memory
+                "memory_limit": settings.duckdb_memory_limit(),
+                "temp_directory": str(home_path / "duckdb_tmp"),
+            },
+        ),
     }

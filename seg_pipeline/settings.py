@@ -13,6 +13,7 @@ Environment variables:
     SEG_PIPELINE_SOURCE          a transactions file or a folder of files (default: the generated sample)
     SEG_PIPELINE_COLUMN_MAPPING  a YAML file mapping another export's columns (see README, "Configuration")
     SEG_PIPELINE_FIRST_QUARTER   first quarter of the partition set, as its start date (default 2009-10-01)
+    SEG_PIPELINE_DUCKDB_MEMORY   DuckDB's memory limit before it spills to disk (default 2GB)
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ def configured_source() -> str:
 
 def configured_mapping() -> str:
     return os.environ.get("SEG_PIPELINE_COLUMN_MAPPING", "")
+
+
+def duckdb_memory_limit() -> str:
+    return os.environ.get("SEG_PIPELINE_DUCKDB_MEMORY", "2GB")
 
 
 def first_quarter() -> str:

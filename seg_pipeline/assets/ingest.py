@@ -54,17 +54,18 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
 
         per_file: dict[str, int] = {}
         if new_files:
+            # the text as read, plus what it parses to (sql/raw_transactions.sql over the reader's rows)
+            transform = (load_sql(TABLE), {"date_format": mapping.date_format})
             con.execute(f"CREATE OR REPLACE TABLE {LOAD} {readers.RAW_DDL}")
+            create_stage(con, TABLE, load_sql(TABLE) + " LIMIT 0", transform[1])  # the schema only
+            con.execute(f"DROP TABLE {LOAD}")
             for f in new_files:
                 context.log.info(f"loading {f}")
-                per_file[f.name] = readers.stage_file(con, f, hashes[f], LOAD, mapping, loaded_at)
+                per_file[f.name] = readers.stage_file(con, f, hashes[f], stage, mapping, loaded_at, transform)
                 if per_file[f.name] == 0:
                     raise dg.Failure(
                         description=f"source {f} holds no data rows (an empty file, or a header only)"
                     )
-            # the text as read, plus what it parses to (sql/raw_transactions.sql)
-            create_stage(con, TABLE, load_sql(TABLE), {"date_format": mapping.date_format})
-            con.execute(f"DROP TABLE {LOAD}")
             # the contract validates the rows being added; rows published earlier passed it when added
             yield from gate(context, con, TABLE, stage)
         else:
