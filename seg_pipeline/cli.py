@@ -21,6 +21,7 @@ PARTITIONED = [
     "clustering_model",
     "segment_assignments",
     "segment_migration_history",
+    "segment_insights",
 ]
 
 
@@ -144,8 +145,11 @@ def _failure_message(result) -> str:
             while err is not None and err.cause is not None and "DagsterExecutionStepExecutionError" in err.cls_name:
                 err = err.cause  # the user code's own exception
             msg = err.message.strip() if err else (ev.message or "")
-            # dagster.Failure carries our description; show it without the class prefix
-            return f"step {ev.step_key}: " + msg.split("dagster._core.definitions.events.Failure: ")[-1]
+            # show our message without the exception's class path ("seg_pipeline.readers.SourceError: ...")
+            head, sep, rest = msg.partition(": ")
+            if err is not None and sep and head.rsplit(".", 1)[-1] == err.cls_name:
+                msg = rest
+            return f"step {ev.step_key}: {msg}"
     return "unknown error (see the Dagster run log)"
 
 
@@ -229,6 +233,7 @@ def run(source, mapping, home, quarters) -> None:
     done = run_pipeline(home_path, source, mapping, quarters)
     console.print(f"finished {len(done)} quarter(s) in {time.perf_counter() - t0:.1f}s\n")
     print_summary(home_path, done[-1])
+    console.print(f"Report: {home_path / 'reports' / done[-1] / 'report.html'}")
 
 
 @main.command()

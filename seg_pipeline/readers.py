@@ -239,6 +239,8 @@ def stage_file(
     the rows as read are offered to `sql` as the relation `__load_raw` and what it selects is appended:
     one pass over the file, no intermediate copy."""
     name = path.name.lower()
+    if path.stat().st_size == 0:
+        raise SourceError(f"source {path} is empty (0 bytes): there is nothing to load")
     base_params = {"path": str(path), "file": path.name, "sha": sha256, "loaded_at": loaded_at}
     if transform:
         base_params.update(transform[1])
@@ -263,8 +265,15 @@ def stage_file(
     except duckdb.Error as exc:
         raise _read_error(path, exc) from exc
     header = [h for h in header if h != "file_row_number"]
-    if len(header) == 1 and not mapping.delimiter and any(d in header[0] for d in (";", "\t", "|")):
-        pass  # a sniffed single column usually means a wrong delimiter; resolve_columns reports it
+    if len(header) == 1:
+        seps = [d for d in (";", ",", "\t", "|") if d in header[0] and d != mapping.delimiter]
+        if seps:
+            said = f"the column mapping sets delimiter {mapping.delimiter!r}" if mapping.delimiter else "the delimiter was detected wrongly"
+            raise SourceError(
+                f"source {path}: the header was read as one column ({header[0][:80]!r}): the file seems to be "
+                f"separated by {seps[0]!r} but {said}. Set `delimiter: {seps[0]!r}` in the column mapping file "
+                "(or remove a wrong one)."
+            )
     cols = resolve_columns(header, mapping, where=f"source {path}")
     sql = _insert_sql(
         table,
@@ -340,7 +349,8 @@ def _stage_xlsx(con, path: Path, table: str, mapping: ColumnMapping, base_params
                 f"FROM {view} AS src",
                 transform,
             )
-            con.execute(sql, {**base_params, "sheet": sheet_name})
+            params = {k: v for k, v in base_params.items() if k != "path"}  # the sheet is read by calamine
+            con.execute(sql, {**params, "sheet": sheet_name})
             total += len(body)
         finally:
             con.unregister(view)

@@ -5,6 +5,8 @@
 --   $as_of_end     the first instant after the as-of date
 --   $window_start  the first instant of the look-back window (as_of_end minus the window length)
 -- Invoice totals first, then customer totals: cheaper than one pass with count(distinct invoice).
+-- Money is summed as DECIMAL: exact, so the result does not depend on the order DuckDB's threads add in
+-- (a DOUBLE sum can differ in its last bits from run to run, and so would the model built on it).
 with history as (
     select customer_id, invoice, invoice_date, stock_code, line_revenue, country, store
     from cleaned_sales
@@ -22,7 +24,7 @@ window_lines as (
 ),
 
 invoices as (
-    select customer_id, invoice, min(invoice_date) as invoice_date, sum(line_revenue) as invoice_revenue
+    select customer_id, invoice, min(invoice_date) as invoice_date, sum(cast(line_revenue as decimal(38, 6))) as invoice_revenue
     from window_lines
     group by customer_id, invoice
 ),
@@ -31,7 +33,7 @@ customer_totals as (
     select
         customer_id,
         count(*) as frequency,
-        sum(invoice_revenue) as monetary,
+        cast(sum(invoice_revenue) as double) as monetary,
         min(invoice_date) as first_purchase,
         max(invoice_date) as last_purchase
     from invoices
@@ -47,7 +49,7 @@ customer_lines as (
 ),
 
 country_revenue as (
-    select customer_id, country, store, sum(line_revenue) as revenue
+    select customer_id, country, store, sum(cast(line_revenue as decimal(38, 6))) as revenue
     from window_lines
     group by customer_id, country, store
 ),

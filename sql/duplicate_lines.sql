@@ -1,4 +1,5 @@
--- duplicate_lines: rows that pass every cleaning rule but repeat an earlier identical line. The first
+-- duplicate_lines: rows that pass every cleaning rule but repeat an earlier line with the same normalised
+-- values (what cleaned_sales would hold: '17850.0' and '17850' are the same customer). The first
 -- occurrence (by file, sheet, row) stays; a later copy in another workbook sheet (UCI repeats
 -- 1-9 Dec 2010 in both sheets) is 'repeated_across_sheets', any other copy 'duplicate_line'.
 -- Input: sales_rules. Only lines whose hash occurs more than once are compared value by value.
@@ -21,8 +22,8 @@ ranked as (
     where s.rule_reason is null
         and s.line_hash in (select line_hash from repeated_hashes)
     window w as (
-        partition by s.invoice, s.stock_code, s.description, s.quantity, s.invoice_date, s.price,
-            s.customer_id, s.country, s.store
+        partition by s.invoice_norm, s.stock_code_norm, s.description_norm, s.quantity_value, s.invoice_ts,
+            s.price_value, s.customer_norm, s.country_norm, s.store_norm
         order by s._source_file, s._sheet, s._row_number
     )
 )

@@ -12,8 +12,5 @@ select
         case when $date_format is not null then try_strptime(trim(l.invoice_date), $date_format) end,
         try_cast(trim(l.invoice_date) as timestamp),
         try_strptime(trim(l.invoice_date), ['%m/%d/%Y %H:%M', '%m/%d/%Y %H:%M:%S', '%m/%d/%y %H:%M', '%Y%m%d', '%d.%m.%Y %H:%M'])
-    ) as invoice_ts,
-    -- identifies identical lines cheaply; cleaning confirms a duplicate on the values themselves
-    hash(l.invoice, l.stock_code, l.description, l.quantity, l.invoice_date, l.price, l.customer_id, l.country, l.store)
-        as line_hash
+    ) as invoice_ts
 from __load_raw as l

@@ -1,5 +1,6 @@
 -- sales_rules (a view): every raw row with normalised values and the first cleaning rule it breaks
--- (rule_reason, NULL = kept). Exact duplicates are found separately (duplicate_lines.sql).
+-- (rule_reason, NULL = kept), and a hash of the normalised line. Exact duplicates (lines equal after
+-- normalisation) are found separately (duplicate_lines.sql).
 -- Input: raw_transactions.
 with non_product_codes as (
     -- service lines, fees and adjustments that are not product sales (UCI Online Retail II)
@@ -27,6 +28,8 @@ normalised as (
 
 select
     n.*,
+    hash(n.invoice_norm, n.stock_code_norm, n.description_norm, n.quantity_value, n.invoice_ts, n.price_value,
+         n.customer_norm, n.country_norm, n.store_norm) as line_hash,
     case
         when n.invoice_norm is null or n.invoice_norm = '' then 'missing_invoice'
         when n.invoice_ts is null then 'unparseable_date'

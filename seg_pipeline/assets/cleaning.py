@@ -55,9 +55,19 @@ def cleaned_sales(context: dg.AssetExecutionContext, warehouse: Warehouse):
             con.execute("DROP TABLE duplicate_lines")
 
             raw_rows = con.execute("SELECT count(*) FROM raw_transactions").fetchall()[0][0]
+            staged_reasons = con.execute(
+                f"SELECT rejection_reason, count(*) FROM __stage_{REJECTED} GROUP BY 1 ORDER BY 2 DESC LIMIT 4"
+            ).fetchall()
+            files = [r[0] for r in con.execute("SELECT DISTINCT _source_file FROM raw_transactions ORDER BY 1 LIMIT 5").fetchall()]
+            note = (
+                f"Cleaning of {raw_rows:,} raw rows from {', '.join(files)} rejected most as: "
+                + ", ".join(f"{r} {n:,} ({n / max(raw_rows, 1):.0%})" for r, n in staged_reasons)
+                + f" (see table __stage_{REJECTED})."
+            )
             yield from gate(
                 context, con, TABLE, f"__stage_{TABLE}",
                 {"rejected_table": f"__stage_{REJECTED}", "raw_rows": raw_rows},
+                note=note,
             )
 
             with transaction(con):

@@ -47,11 +47,12 @@ def gate(
     asset_name: str,
     table: str,
     params: dict | None = None,
+    note: str = "",
 ) -> Iterator[dg.AssetCheckResult]:
     """Validate the staged output against the asset's contract and yield the check result. On a failed
     ERROR-severity expectation, raise: the stage is kept for inspection, the published table is untouched
-    and nothing downstream runs."""
-    outcome = run_contract(con, asset_name, table, params or {}, context=context)
+    and nothing downstream runs. `note`: context added to a failure message (e.g. where the rows went)."""
+    outcome = run_contract(con, asset_name, table, params or {}, context=context, note=note)
     yield outcome.check_result()
     if outcome.blocking:
         raise dg.Failure(description=outcome.failure_message(), metadata=outcome.failure_metadata())

@@ -193,7 +193,7 @@ def clustering_model(context: dg.AssetExecutionContext, config: ModelConfig, pip
             chosen=trials["k"] == result.k,
             min_cluster_share=[float(sizes.min() / sizes.sum()) if k == result.k else None for k in trials["k"]],
             n_customers=len(X),
-            artifact_path=str(path),
+            artifact_path=str(path.relative_to(pipeline.path)),  # relative: the home can move
             artifact_sha256=_sha256(buf.getvalue()),
             reason=result.reason,
         )

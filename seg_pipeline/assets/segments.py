@@ -9,7 +9,7 @@ import pandas as pd
 from ..ml.naming import cluster_profiles, load_catalogue, name_clusters, segment_names
 from ..ml.scaling import log_transform, standardized_profile_space
 from ..partitions import parse_quarter, quarterly_partitions
-from ..resources import Warehouse
+from ..resources import PipelineHome, Warehouse
 from ..storage import create_stage_from_df, publish_partition, table_exists
 from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, md_table
 from .model import read_features, read_matrix
@@ -101,7 +101,7 @@ def assign_segments(
         "recency/frequency/monetary and the recommended action."
     ),
 )
-def segment_assignments(context: dg.AssetExecutionContext, warehouse: Warehouse):
+def segment_assignments(context: dg.AssetExecutionContext, pipeline: PipelineHome, warehouse: Warehouse):
     q = context.partition_key
     with warehouse.get_connection() as con:
         row = next(iter(con.execute(
@@ -109,7 +109,7 @@ def segment_assignments(context: dg.AssetExecutionContext, warehouse: Warehouse)
         ).fetchall()), None)
         if not row:
             raise dg.Failure(description=f"clustering_model has no partition {q}: materialise it first")
-        artifact = joblib.load(row[0])
+        artifact = joblib.load(pipeline.path / row[0])
         features = read_features(con, q)
         matrix, _ = read_matrix(con, q)
         previous = con.execute(

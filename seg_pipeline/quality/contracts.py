@@ -20,6 +20,7 @@ asset supplies them. `{batch}` is the table under validation.
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -116,6 +117,10 @@ def load_contract(asset: str, directory: Path = CONTRACTS_DIR) -> Contract:
         sev = str(e.get("severity", "error")).lower()
         if sev not in SEVERITIES:
             raise ContractError(f"{where}: severity {sev!r} is not one of {sorted(SEVERITIES)}")
+        if e["type"] != "unexpected_rows" and not re.fullmatch(r"expect_[a-z0-9_]+", str(e["type"])):
+            raise ContractError(
+                f"{where}: type {e['type']!r} is neither a Great Expectations expectation (expect_...) nor unexpected_rows"
+            )
         if e["type"] == "unexpected_rows" and not e.get("query"):
             raise ContractError(f"{where}: an unexpected_rows rule needs a `query`")
         rules.append(

@@ -46,7 +46,7 @@ class RuleOutcome:
             what.append(f"{self.unexpected_count:,} row(s) break it{pct}")
         elif self.observed is not None:
             what.append(f"observed {self.observed}")
-        if self.examples:
+        if self.examples and any(x is not None for x in self.examples):
             what.append(f"e.g. {', '.join(_short(x) for x in self.examples[:MAX_EXAMPLES])}")
         return f"[{self.severity.upper()}] {self.rule}{where}: FAILED: " + "; ".join(what)
 
@@ -119,13 +119,15 @@ class ContractOutcome:
             },
         )
 
+    note: str = ""
+
     def failure_message(self) -> str:
         src = f" from {self.source}" if self.source else ""
         head = (
             f"{self.contract.asset}: data contract {self.contract.path.name} failed on {self.rows:,} rows{src}"
             + (" - nothing downstream runs; the published table is unchanged." if self.blocking else " (warnings only).")
         )
-        return "\n".join([head] + [o.sentence() for o in self.failed])
+        return "\n".join([head] + [o.sentence() for o in self.failed] + ([self.note] if self.note else []))
 
     def failure_metadata(self) -> dict:
         return {"staged_table": self.table, "contract": str(self.contract.path)}
@@ -152,6 +154,10 @@ def _add_sql_rule_detail(con, table: str, rows: int, rule: Rule, o: RuleOutcome)
     row_level = " ".join(rule.query.split()).upper().startswith("SELECT * FROM {BATCH}")
     if row_level and o.unexpected_count is not None and rows:
         o.unexpected_percent = 100.0 * o.unexpected_count / rows
+    elif not row_level and o.examples and isinstance(o.examples[0], dict):
+        # a summary query (one row of figures, e.g. rows_out_of_range=177): report what it observed
+        o.observed = ", ".join(f"{k}={_short(v, 40)}" for k, v in o.examples[0].items())
+        o.unexpected_count, o.examples = None, []
 
 
 def run_contract(
@@ -161,6 +167,7 @@ def run_contract(
     params: dict,
     context: dg.AssetExecutionContext | None = None,
     contract: Contract | None = None,
+    note: str = "",
 ) -> ContractOutcome:
     contract = contract or load_contract(asset)
     rules: list[Rule] = [r.render(params, contract.path.name) for r in contract.rules]
@@ -174,7 +181,7 @@ def run_contract(
     for rule, o in zip(rules, outcomes):
         if rule.type == "unexpected_rows" and not o.success and not o.error:
             _add_sql_rule_detail(con, table, rows, rule, o)
-    outcome = ContractOutcome(contract, table, rows, outcomes, time.perf_counter() - t0, source)
+    outcome = ContractOutcome(contract, table, rows, outcomes, time.perf_counter() - t0, source, note)
     if context is not None:
         log = context.log.error if outcome.blocking else context.log.warning if outcome.failed else context.log.info
         log(outcome.failure_message() if outcome.failed else f"{asset}: contract passed ({rows:,} rows, {outcome.seconds:.2f}s)")

@@ -97,7 +97,8 @@ def validate_table(con: duckdb.DuckDBPyConnection, table: str, rules: list, suit
                 with contextlib.redirect_stdout(io.StringIO()):  # see below
                     expectations.append((i, build_expectation(gx, rule, i)))
             except Exception as exc:  # a contract entry GX cannot build: reported, counts as failed
-                outcomes[i] = RuleOutcome(rule.rule, rule.type, rule.subject, rule.severity, False,
+                # a contract entry GX cannot build is a broken contract: it blocks, whatever its severity
+                outcomes[i] = RuleOutcome(rule.rule, rule.type, rule.subject, "error", False,
                                           error=f"{type(exc).__name__}: {exc}")
         suite = gx.ExpectationSuite(name=suite_name, expectations=[e for _, e in expectations])
         # GX prints a notice for SQL rules that read another table than {batch} (cross-table rules): expected here
