@@ -6,7 +6,7 @@ import os
 
 import dagster as dg
 
-from .assets import cleaning, features, ingest, migration, model, segments
+from .assets import cleaning, features, ingest, insights, migration, model, segments
 from .resources import build_resources
 from .schedules import quarterly_segmentation_job, quarterly_segmentation_schedule
 
@@ -20,6 +20,7 @@ ALL_ASSETS = [
     model.clustering_model,
     segments.segment_assignments,
     migration.segment_migration_history,
+    insights.segment_insights,
 ]
 
 defs = dg.Definitions(

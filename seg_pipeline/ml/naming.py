@@ -28,6 +28,7 @@ class Segment:
     action: str
     profile: dict[str, float]
     requires: dict[str, dict[str, float]] = field(default_factory=dict)
+    rank: int = 0  # business value order for upgrade/downgrade counting (higher = more valuable; 0 = unranked)
 
     def broken_requirements(self, means: pd.Series) -> int:
         broken = 0

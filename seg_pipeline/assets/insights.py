@@ -1,0 +1,371 @@
+"""segment_insights: what the business can act on, per quarter: segment profiles, revenue concentration,
+concentration risk per store (or country), the win-back list, the k-selection evidence and the migration,
+as warehouse tables, CRM-ready CSV files, plots and an executive summary (HTML and Markdown).
+
+The numbers come from the pure functions of seg_pipeline/insights/analysis.py, the plots from
+insights/plots.py, the report from insights/report.py and its templates.
+"""
+
+import time as clock
+from datetime import datetime, time
+
+import dagster as dg
+import pandas as pd
+
+from ..insights import analysis, plots
+from ..insights.report import PLOTS_DIR, REPORT_HTML, REPORT_MD, Plot, ReportData, key_findings, render
+from ..ml.naming import load_catalogue, segment_names
+from ..partitions import parse_quarter, quarterly_partitions
+from ..resources import PipelineHome, Warehouse
+from ..storage import atomic_write_bytes, atomic_write_text, create_stage_from_df, publish_partition, table_exists
+from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, md_table
+
+ASSET = "segment_insights"
+PROFILE = "segment_profile"
+STORES = "store_concentration"
+WINBACK = "winback_list"
+DEFAULT_LOOKBACK_MONTHS = 12
+
+CLUSTER_PROFILES_CSV = "cluster_profiles.csv"
+CLUSTER_SUMMARY_CSV = "cluster_summary.csv"
+WINBACK_CSV = "winback_list.csv"
+STORES_CSV = "store_concentration.csv"
+
+
+class InsightsConfig(dg.Config):
+    store_dependence_threshold: float = 0.5
+    """Flag a store (or country) when its 10 largest customers bring more than this share of its revenue."""
+    min_store_customers: int = 30
+    """Stores with fewer customers are listed but not flagged: their top 10 are nearly all their customers."""
+    winback_min_days: int = 90
+    """A win-back candidate has not bought for at least this many days (recency_days)."""
+    winback_revenue_quantile: float = 0.8
+    """High-value = 12-month revenue at or above this quantile of the quarter's customers (0.8: the top 20%)."""
+    winback_min_revenue: float | None = None
+    """A fixed revenue threshold instead of the quantile (same currency as the data)."""
+    lookback_months: int | None = None
+    """The look-back window of the store figures. Empty: the one customer_features was materialised with for
+    the quarter (from its metadata), else 12. It must match customer_features (the contract checks it)."""
+    max_plot_stores: int = 15
+    """Rows of the store x segment heatmap; smaller stores are summed as 'other'."""
+
+
+def _features_lookback(context: dg.AssetExecutionContext, quarter: str) -> int | None:
+    """lookback_months of the latest customer_features materialisation of the quarter, if the instance has it."""
+    try:
+        res = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("customer_features"), asset_partitions=[quarter]), limit=1
+        )
+        for rec in res.records:
+            mat = rec.asset_materialization
+            value = mat.metadata.get("lookback_months") if mat is not None else None
+            if value is not None:
+                return int(value.value)
+    except Exception:  # noqa: BLE001 - any instance without the record: fall back to the default
+        return None
+    return None
+
+
+def read_customers(con, quarter: str) -> pd.DataFrame:
+    """Every assigned customer of the quarter with its features."""
+    return con.execute(
+        """
+        SELECT a.customer_id, a.cluster, a.segment, f.recency_days, f.frequency, f.monetary, f.avg_order_value,
+               f.distinct_products, f.purchase_span_days, f.tenure_days, f.main_country, f.main_store,
+               f.first_purchase, f.last_purchase, f.as_of_date
+        FROM segment_assignments AS a JOIN customer_features AS f USING (quarter, customer_id)
+        WHERE a.quarter = ? ORDER BY a.customer_id
+        """,
+        [quarter],
+    ).df()
+
+
+def read_store_sales(con, start: datetime, end: datetime) -> tuple[pd.DataFrame, str]:
+    """Revenue per (store, customer) in the window; the unit is the store column when the source has one in
+    the window, else the country."""
+    has_store = con.execute(
+        "SELECT count(store) FROM cleaned_sales WHERE invoice_date >= ? AND invoice_date < ?", [start, end]
+    ).fetchall()[0][0] > 0
+    col, unit = ("store", "store") if has_store else ("country", "country")
+    sales = con.execute(
+        # summed as DECIMAL (like sql/customer_features.sql): exact, whatever order DuckDB's threads add in
+        f"SELECT coalesce(CAST({col} AS VARCHAR), '(unknown)') AS store, customer_id, "
+        "CAST(sum(CAST(line_revenue AS DECIMAL(38, 6))) AS DOUBLE) AS revenue "
+        "FROM cleaned_sales WHERE invoice_date >= ? AND invoice_date < ? GROUP BY ALL ORDER BY store, customer_id",
+        [start, end],
+    ).df()
+    return sales, unit
+
+
+def cluster_profiles_frame(customers: pd.DataFrame, winback: pd.DataFrame, quarter: str, unit: str) -> pd.DataFrame:
+    """One row per assigned customer, ready for a CRM / POS import: id, segment, cluster, action, key features."""
+    actions = {s.name: s.action for s in load_catalogue()}
+    wb_rank = dict(zip(winback["customer_id"], winback["rank"]))
+    out = pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"],
+            "segment": customers["segment"],
+            "cluster": customers["cluster"],
+            "recommended_action": customers["segment"].map(actions),
+            "recency_days": customers["recency_days"],
+            "frequency": customers["frequency"],
+            "monetary": customers["monetary"].round(2),
+            "avg_order_value": customers["avg_order_value"].round(2),
+            "distinct_products": customers["distinct_products"],
+            "tenure_days": customers["tenure_days"],
+            "first_purchase": pd.to_datetime(customers["first_purchase"]).dt.date,
+            "last_purchase": pd.to_datetime(customers["last_purchase"]).dt.date,
+            "main_country": customers["main_country"],
+        }
+    )
+    if unit == "store":
+        out["main_store"] = customers["main_store"]
+    out["winback_rank"] = customers["customer_id"].map(wb_rank).astype("Int64")
+    out["quarter"] = quarter
+    out["as_of_date"] = pd.to_datetime(customers["as_of_date"]).dt.date
+    return out
+
+
+def _string_columns(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """Text columns as pandas strings, so DuckDB types them VARCHAR even when empty or all NULL."""
+    return df.astype({c: "string" for c in cols if c in df.columns})
+
+
+@dg.asset(
+    name=ASSET,
+    group_name=GROUP,
+    owners=ANALYTICS_OWNERS,
+    kinds={"duckdb", "pandas", "matplotlib"},
+    deps=["segment_assignments", "segment_migration_history", "clustering_model", "customer_features", "cleaned_sales"],
+    partitions_def=quarterly_partitions,
+    check_specs=[contract_spec(ASSET)],
+    description=(
+        "What the business can act on, per quarter. Tables (one partition per quarter): segment_profile (per "
+        "segment: customers, revenue and their shares, mean and median recency, frequency, monetary, order value, "
+        "product variety, description, action), store_concentration (per store, or per country when the source "
+        "has no store: share of revenue from its top 10 customers and its top 10% of customers, segment mix, "
+        "flag above a configurable threshold) and winback_list (high-value customers silent for a configurable "
+        "number of days, ranked by revenue at risk). Files in reports/<quarter>/: cluster_profiles.csv (one row "
+        "per customer, CRM-ready), cluster_summary.csv (one row per segment), winback_list.csv, "
+        "store_concentration.csv, plots/*.png and the executive summary report.html (plots embedded) and "
+        "report.md. The metadata shows the headline, the tables and every plot."
+    ),
+)
+def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, pipeline: PipelineHome,
+                     warehouse: Warehouse):
+    q = parse_quarter(context.partition_key)
+    if not 0 < config.store_dependence_threshold <= 1 or not 0 <= config.winback_revenue_quantile <= 1:
+        raise dg.Failure(description="store_dependence_threshold must be in (0, 1] and winback_revenue_quantile in [0, 1]")
+    lookback = config.lookback_months or _features_lookback(context, q.key) or DEFAULT_LOOKBACK_MONTHS
+    start = datetime.combine(q.window_start(lookback), time())
+    end = datetime.combine(q.end, time())
+    catalogue = load_catalogue()
+    ranks = {s.name: s.rank for s in catalogue}
+    seconds, t0 = {}, clock.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t0
+        now = clock.perf_counter()
+        seconds[name] = round(now - t0, 3)
+        t0 = now
+
+    with warehouse.get_connection() as con:
+        for t in ("segment_assignments", "customer_features", "clustering_model", "segment_migration_history"):
+            if not table_exists(con, t):
+                raise dg.Failure(description=f"{ASSET} {q.key}: table {t} does not exist: materialise it first")
+        customers = read_customers(con, q.key)
+        assigned = con.execute("SELECT count(*) FROM segment_assignments WHERE quarter = ?", [q.key]).fetchall()[0][0]
+        if customers.empty or len(customers) != assigned:
+            raise dg.Failure(
+                description=(
+                    f"{ASSET} {q.key}: {assigned:,} customers in segment_assignments but {len(customers):,} with "
+                    "features: materialise customer_features and segment_assignments for the quarter first"
+                )
+            )
+        sales, unit = read_store_sales(con, start, end)
+        trials = con.execute(
+            "SELECT k, inertia, silhouette, in_business_range, chosen, reason FROM clustering_model "
+            "WHERE quarter = ? ORDER BY k", [q.key]
+        ).df()
+        history = con.execute(
+            "SELECT from_segment, to_segment FROM segment_migration_history WHERE quarter = ?", [q.key]
+        ).df()
+        if trials.empty or history.empty:
+            raise dg.Failure(
+                description=f"{ASSET} {q.key}: clustering_model or segment_migration_history has no partition "
+                f"{q.key}: materialise them first"
+            )
+
+        lap("read")
+        # ---- analysis
+        profile = analysis.segment_profile(customers, catalogue)
+        conc = analysis.concentration(customers["monetary"])
+        headline = analysis.headline(profile)
+        stores = analysis.store_risk(
+            sales, config.store_dependence_threshold, config.min_store_customers, segments=customers
+        )
+        wb, wb_threshold = analysis.winback(
+            customers, config.winback_min_days, config.winback_min_revenue, config.winback_revenue_quantile
+        )
+        order = list(profile["segment"])
+        moves = analysis.count_moves(history, ranks)
+        counts = analysis.transition_counts(history, order)
+        big_moves = analysis.biggest_moves(history, ranks)
+        first_quarter = bool((history["from_segment"] == analysis.NEW).all())
+        chosen = trials[trials["chosen"]]
+        k = int(chosen["k"].iloc[0]) if not chosen.empty else 0
+        reason = str(trials["reason"].iloc[0] or "")
+
+        lap("analysis")
+        # ---- staged tables
+        profile_t = profile.copy()
+        profile_t.insert(0, "quarter", q.key)
+        stores_t = stores.copy()
+        stores_t.insert(0, "quarter", q.key)
+        stores_t.insert(2, "unit", unit)
+        wb_cols = ["rank", "customer_id", "segment", "revenue_at_risk", "recency_days", "frequency", "monetary",
+                   "avg_order_value", "last_purchase", "main_country", "main_store"]
+        wb_t = wb[wb_cols].copy()
+        wb_t.insert(0, "quarter", q.key)
+        create_stage_from_df(con, PROFILE, _string_columns(profile_t, ["quarter", "segment", "description", "action"]))
+        create_stage_from_df(con, STORES, _string_columns(stores_t, ["quarter", "store", "unit", "segment_mix"]))
+        create_stage_from_df(con, WINBACK, _string_columns(
+            wb_t, ["quarter", "customer_id", "segment", "main_country", "main_store"]))
+        yield from gate(
+            context, con, ASSET, f"__stage_{PROFILE}",
+            {
+                "segment_names": segment_names(catalogue),
+                "assigned_customers": assigned,
+                "assigned_revenue": float(customers["monetary"].sum()),
+                "store_table": f"__stage_{STORES}",
+                "winback_table": f"__stage_{WINBACK}",
+                "store_threshold": config.store_dependence_threshold,
+                "min_store_customers": config.min_store_customers,
+                "winback_min_days": config.winback_min_days,
+                "winback_min_revenue": wb_threshold,
+                "quarter": q.key,
+            },
+        )
+
+        lap("contract")
+        # ---- plots, files and report (written only once the contract has passed)
+        qlabel, plabel = q.label, q.previous().label
+        units = "stores" if unit == "store" else "countries"
+        plot_list = [
+            Plot("segment_shares", "Share of customers vs share of revenue",
+                 "Solid bars: share of revenue; pale bars: share of customers. A segment whose revenue bar is longer "
+                 "than its customer bar is worth more than its size.", plots.share_bars(profile)),
+            Plot("lorenz", "Revenue concentration (Lorenz curve)",
+                 f"Customers ordered from the smallest to the largest spender. The further the curve sags below the "
+                 f"diagonal, the more revenue depends on a few customers (Gini {conc.gini:.2f}).", plots.lorenz(conc)),
+            Plot("store_segment_revenue", f"Revenue by {unit} and segment",
+                 f"Each row: a {unit}'s revenue over the last {lookback} months (in brackets) split by segment. The "
+                 f"largest {units} by revenue; the rest summed as 'other'.",
+                 plots.store_segment_heatmap(
+                     analysis.store_segment_revenue(sales, customers, config.max_plot_stores), unit)),
+            Plot("recency_by_segment", "Days since last purchase, by segment",
+                 f"Box: the middle half of each segment's customers; line: the median. High-value customers right "
+                 f"of the red line ({config.winback_min_days} days) are on the win-back list.",
+                 plots.recency_by_segment(customers, order, config.winback_min_days)),
+            Plot("migration_flow", f"Where customers went, {plabel} to {qlabel}",
+                 f"Left: customers of {plabel} by segment (and customers new in {qlabel}); right: the same customers "
+                 f"in {qlabel} (and those who lapsed). Band thickness: number of customers.",
+                 plots.migration_flow(counts, plabel, qlabel, title=f"Where customers went, {plabel} to {qlabel}")),
+            Plot("migration_matrix", f"Migration matrix, {plabel} to {qlabel}",
+                 "Rows: segment last quarter ('new': first seen this quarter); columns: segment now ('lapsed': no "
+                 "purchase in the look-back window). Cells: customers and share of the row.",
+                 plots.migration_heatmap(counts, title=f"Migration matrix, {plabel} to {qlabel}")),
+            Plot("k_selection", "Choosing k: elbow and silhouette",
+                 "Left: inertia falls as k grows; the bend (elbow) is where more clusters stop paying off. Right: "
+                 "silhouette, higher = better separated clusters. Green: the range allowed by the business; star: "
+                 f"the chosen k. Why: {reason}.", plots.k_selection(trials)),
+        ]
+        lap("plots")
+        rule = (f"{lookback}-month revenue of at least {config.winback_min_revenue:,.0f}" if config.winback_min_revenue is not None
+                else f"{lookback}-month revenue of at least {wb_threshold:,.0f}, the top "
+                     f"{1 - config.winback_revenue_quantile:.0%}")
+        files = {
+            "this report, plots embedded": REPORT_HTML,
+            "this report as Markdown (plots in plots/)": REPORT_MD,
+            "one row per customer: segment, cluster, action and key features, ready for a CRM or POS import":
+                CLUSTER_PROFILES_CSV,
+            "one row per segment: the profile above, means and medians": CLUSTER_SUMMARY_CSV,
+            "the full win-back list, ranked by revenue at risk": WINBACK_CSV,
+            f"concentration per {unit}, every {unit}": STORES_CSV,
+        }
+        data = ReportData(
+            quarter=q.key, quarter_label=qlabel, as_of_date=q.as_of_date.isoformat(), previous_label=plabel,
+            unit=unit, lookback_months=lookback, concentration=conc, headline=headline, profile=profile,
+            stores=stores, store_threshold=config.store_dependence_threshold,
+            min_store_customers=config.min_store_customers,
+            winback=wb_t.assign(last_purchase=pd.to_datetime(wb_t["last_purchase"]).dt.date),
+            winback_threshold=wb_threshold, winback_rule=rule, winback_min_days=config.winback_min_days,
+            moves=moves, biggest_moves=big_moves, first_quarter=first_quarter, trials=trials, k=k,
+            k_reason=reason, plots=plot_list, files=files,
+        )
+        html, md = render(data)
+        out = pipeline.reports_dir(q.key)
+        for p in plot_list:
+            atomic_write_bytes(out / p.filename, p.png)
+        atomic_write_text(out / CLUSTER_PROFILES_CSV, cluster_profiles_frame(customers, wb, q.key, unit).to_csv(index=False))
+        atomic_write_text(out / CLUSTER_SUMMARY_CSV, profile_t.to_csv(index=False))
+        winback_csv = data.winback if unit == "store" else data.winback.drop(columns=["main_store"])
+        atomic_write_text(out / WINBACK_CSV, winback_csv.to_csv(index=False))
+        atomic_write_text(out / STORES_CSV, stores_t.to_csv(index=False))
+        atomic_write_text(out / REPORT_MD, md)
+        report_path = atomic_write_text(out / REPORT_HTML, html)
+        publish_partition(con, [PROFILE, STORES, WINBACK], "quarter", q.key)
+        lap("report_files_publish")
+
+    flagged = stores[stores["flagged"]]
+    profile_md = profile[["segment", "customers", "share_customers", "share_revenue", "median_recency_days",
+                          "median_frequency", "median_monetary", "median_avg_order_value", "action"]]
+    conc_md = pd.DataFrame(
+        {
+            "measure": ["revenue share of the top 10% of customers", "revenue share of the top 20% of customers",
+                        "smallest share of customers bringing 50% of revenue",
+                        "smallest share of customers bringing 80% of revenue", "Gini coefficient"],
+            "value": [f"{conc.top_10pct_share:.1%}", f"{conc.top_20pct_share:.1%}",
+                      f"{conc.share_customers_for_50pct:.1%} ({conc.customers_for_50pct:,} customers)",
+                      f"{conc.share_customers_for_80pct:.1%} ({conc.customers_for_80pct:,} customers)", f"{conc.gini:.3f}"],
+        }
+    )
+    metadata = {
+        "dagster/row_count": len(profile),
+        "headline": headline,
+        "key_findings": dg.MetadataValue.md("\n".join(f"- {f}" for f in key_findings(data))),
+        "segment_profile": dg.MetadataValue.md(md_table(profile_md, max_rows=20, floatfmt=",.3f")),
+        "concentration": dg.MetadataValue.md(conc_md.to_markdown(index=False)),
+        "gini": round(conc.gini, 4),
+        "top_10pct_revenue_share": round(conc.top_10pct_share, 4),
+        "top_20pct_revenue_share": round(conc.top_20pct_share, 4),
+        "share_customers_for_50pct_revenue": round(conc.share_customers_for_50pct, 4),
+        "share_customers_for_80pct_revenue": round(conc.share_customers_for_80pct, 4),
+        "store_unit": unit,
+        "stores_flagged": len(flagged),
+        "flagged_stores": dg.MetadataValue.md(
+            md_table(flagged.drop(columns=["assessed", "flagged"]), max_rows=50, floatfmt=",.3f")
+            if not flagged.empty else f"_No {unit} above the threshold ({config.store_dependence_threshold:.0%} of "
+                                      f"revenue from its top 10 customers)._"
+        ),
+        "winback_customers": len(wb),
+        "winback_revenue_at_risk": round(data.winback_revenue, 2),
+        "winback_top": dg.MetadataValue.md(md_table(wb_t.drop(columns=["quarter"]), max_rows=10)),
+        "upgrades": moves["upgraded"],
+        "downgrades": moves["downgraded"],
+        "new_customers": moves["new"],
+        "lapsed_customers": moves["lapsed"],
+        "k_selection": dg.MetadataValue.md(md_table(trials.drop(columns=["reason"]), floatfmt=",.4f")),
+        "why_this_k": reason,
+        "lookback_months": lookback,
+        "report_html": dg.MetadataValue.path(str(report_path)),
+        "report_markdown": dg.MetadataValue.path(str(out / REPORT_MD)),
+        "cluster_profiles_csv": dg.MetadataValue.path(str(out / CLUSTER_PROFILES_CSV)),
+        "cluster_summary_csv": dg.MetadataValue.path(str(out / CLUSTER_SUMMARY_CSV)),
+        "winback_list_csv": dg.MetadataValue.path(str(out / WINBACK_CSV)),
+        "plots_dir": dg.MetadataValue.path(str(out / PLOTS_DIR)),
+        "seconds": dg.MetadataValue.json(seconds),
+    }
+    for p in plot_list:
+        metadata[f"plot_{p.name}"] = dg.MetadataValue.md(f"{p.markdown_image()}\n\n*{p.title}.* {p.caption}")
+    yield dg.MaterializeResult(metadata=metadata)

@@ -1,0 +1,211 @@
+"""The executive summary of a quarter: plain-language findings, tables and plots, as one self-contained HTML
+file (plots embedded as base64 PNG data URIs, so it opens anywhere, offline, mailed or archived) and as
+Markdown (plots referenced as the PNG files next to it).
+
+Templates: seg_pipeline/insights/templates/report.html.j2 and report.md.j2. The findings are computed here
+once (`key_findings`) and shared by both files and by the Dagster materialisation metadata.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from .analysis import Concentration
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+REPORT_HTML = "report.html"
+REPORT_MD = "report.md"
+PLOTS_DIR = "plots"
+
+
+@dataclass(frozen=True)
+class Plot:
+    name: str  # file stem: plots/<name>.png
+    title: str
+    caption: str
+    png: bytes
+
+    @property
+    def filename(self) -> str:
+        return f"{PLOTS_DIR}/{self.name}.png"
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+    def markdown_image(self) -> str:
+        return f"![{self.title}]({self.data_uri})"
+
+
+@dataclass
+class ReportData:
+    quarter: str  # partition key, 2011-07-01
+    quarter_label: str  # 2011-Q3
+    as_of_date: str
+    previous_label: str
+    unit: str  # "store" or "country": what the concentration per store is computed over
+    lookback_months: int
+    concentration: Concentration
+    headline: str
+    profile: pd.DataFrame
+    stores: pd.DataFrame
+    store_threshold: float
+    min_store_customers: int
+    winback: pd.DataFrame
+    winback_threshold: float
+    winback_rule: str  # how the revenue threshold was set, in words
+    winback_min_days: int
+    moves: dict[str, int]
+    biggest_moves: pd.DataFrame
+    first_quarter: bool
+    trials: pd.DataFrame
+    k: int
+    k_reason: str
+    plots: list[Plot] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # label -> file name in the report folder
+    generated_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+
+    @property
+    def plot_map(self) -> dict[str, Plot]:
+        return {p.name: p for p in self.plots}
+
+    @property
+    def flagged(self) -> pd.DataFrame:
+        return self.stores[self.stores["flagged"]]
+
+    @property
+    def winback_revenue(self) -> float:
+        return float(self.winback["revenue_at_risk"].sum()) if len(self.winback) else 0.0
+
+    @property
+    def total_revenue(self) -> float:
+        return self.concentration.revenue
+
+
+def _money(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _list(items: list[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def store_sentence(d: ReportData) -> str:
+    units = f"{d.unit}s" if d.unit == "store" else "countries"
+    assessed = d.stores[d.stores["assessed"]]
+    small = len(d.stores) - len(assessed)
+    small_txt = (
+        f" {small} of the {len(d.stores)} {units} have fewer than {d.min_store_customers} customers and are not "
+        f"assessed (their 10 largest customers are nearly all of their customers)." if small else ""
+    )
+    if d.flagged.empty:
+        return (
+            f"No {d.unit} depends on its 10 largest customers for more than {d.store_threshold:.0%} of its "
+            f"revenue ({len(assessed)} {units} assessed).{small_txt}"
+        )
+    parts = [
+        f"{r.store} ({r.top10_revenue_share:.0%} from its top 10 of {r.customers:,} customers; the largest alone "
+        f"{r.largest_customer_share:.0%})"
+        for r in d.flagged.itertuples()
+    ]
+    n = len(d.flagged)
+    return (
+        f"{n} of {len(assessed)} {units} assessed depend{'s' if n == 1 else ''} on {'its' if n == 1 else 'their'} "
+        f"10 largest customers for more than {d.store_threshold:.0%} of revenue: {_list(parts)}. Losing a few "
+        f"accounts there would cut that {d.unit}'s revenue sharply.{small_txt}"
+    )
+
+
+def winback_sentence(d: ReportData) -> str:
+    if d.winback.empty:
+        return (
+            f"No high-value customer ({d.winback_rule}) has gone {d.winback_min_days} days or more without "
+            "buying: nothing to win back."
+        )
+    top = d.winback.iloc[0]
+    share = d.winback_revenue / d.total_revenue if d.total_revenue else 0.0
+    return (
+        f"{len(d.winback):,} high-value customers ({d.winback_rule}) have not bought for {d.winback_min_days} days "
+        f"or more: {_money(d.winback_revenue)} of revenue at risk ({share:.1%} of the last "
+        f"{d.lookback_months} months' revenue). The largest is customer {top.customer_id} "
+        f"({_money(top.revenue_at_risk)}, last order {int(top.recency_days)} days ago, {top.segment})."
+    )
+
+
+def migration_sentence(d: ReportData) -> str:
+    m = d.moves
+    if d.first_quarter:
+        return (
+            f"{d.quarter_label} is the first quarter segmented: all {m['new']:,} customers are new, there is no "
+            "migration yet."
+        )
+    txt = (
+        f"Since {d.previous_label}: {m['upgraded']:,} customers moved up to a more valuable segment and "
+        f"{m['downgraded']:,} moved down; {m['stayed']:,} stayed, {m['new']:,} are new and {m['lapsed']:,} lapsed "
+        f"(no purchase in the last {d.lookback_months} months)."
+    )
+    if m.get("sideways"):
+        txt += f" {m['sideways']:,} moved between segments of equal value."
+    big = d.biggest_moves[~d.biggest_moves["move"].isin(["new"])].head(2)
+    if not big.empty:
+        flows = [f"{r.from_segment} to {r.to_segment} ({r.customers:,} customers)" for r in big.itertuples()]
+        txt += " Largest moves: " + _list(flows) + "."
+    return txt
+
+
+def concentration_sentence(d: ReportData) -> str:
+    c = d.concentration
+    return (
+        f"Revenue is concentrated (Gini {c.gini:.2f}): the top 10% of customers bring {c.top_10pct_share:.0%} of "
+        f"revenue and the top 20% bring {c.top_20pct_share:.0%}; half of all revenue comes from "
+        f"{c.customers_for_50pct:,} customers ({c.share_customers_for_50pct:.1%}) and 80% from "
+        f"{c.customers_for_80pct:,} ({c.share_customers_for_80pct:.1%})."
+    )
+
+
+def k_sentence(d: ReportData) -> str:
+    why = d.k_reason.rstrip(".")
+    return f"The customers were split into {d.k} clusters" + (f" ({why})." if why else ".")
+
+
+def key_findings(d: ReportData) -> list[str]:
+    return [
+        d.headline,
+        concentration_sentence(d),
+        store_sentence(d),
+        winback_sentence(d),
+        migration_sentence(d),
+        k_sentence(d),
+    ]
+
+
+@lru_cache(maxsize=1)
+def _env() -> jinja2.Environment:
+    """One environment per process: templates are compiled once."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["pct"] = lambda x, d=1: "" if pd.isna(x) else f"{x:.{d}%}"
+    env.filters["num"] = lambda x, d=0: "" if pd.isna(x) else f"{x:,.{d}f}"
+    env.filters["mdcell"] = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
+    return env
+
+
+def render(d: ReportData) -> tuple[str, str]:
+    """(HTML, Markdown) of the report."""
+    env = _env()
+    ctx = {"d": d, "findings": key_findings(d), "c": d.concentration}
+    return env.get_template("report.html.j2").render(**ctx), env.get_template("report.md.j2").render(**ctx)
