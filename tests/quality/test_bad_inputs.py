@@ -345,12 +345,6 @@ def test_negative_prices_rejected_rows_carry_their_reason(good_frame, home_copy,
     assert reasons["non_positive_price"] == max(reasons.values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a 0-byte file is reported as 'required column(s) missing ... The file has columns ['column0']' "
-    "(DuckDB invents column0) instead of saying the file is empty; the 'holds no data rows' check in "
-    "assets/ingest.py runs only after readers.resolve_columns.",
-)
 def test_empty_file_message_says_the_file_is_empty(good_frame, home_copy, tmp_path, quality_instance):
     _, msg = _run_bad("empty file (0 bytes) [message]", FAILS["empty file (0 bytes)"], good_frame, home_copy, tmp_path,
                       quality_instance)
@@ -358,12 +352,6 @@ def test_empty_file_message_says_the_file_is_empty(good_frame, home_copy, tmp_pa
     assert "empty" in msg and "column0" not in msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a file read with the wrong delimiter (one column whose name holds ';') is only reported as missing "
-    "columns; the wrong-delimiter hint in readers.stage_file is a no-op (`pass`), and its condition "
-    "(`not mapping.delimiter`) excludes the one case where it happens (a mapping with the wrong delimiter).",
-)
 def test_wrong_delimiter_message_says_so(good_frame, home_copy, tmp_path, quality_instance):
     name = "`;`-separated file, mapping says delimiter ','"
     _, msg = _run_bad(name + " [message]", FAILS[name], good_frame, home_copy, tmp_path, quality_instance)
@@ -371,12 +359,6 @@ def test_wrong_delimiter_message_says_so(good_frame, home_copy, tmp_path, qualit
     assert "delimiter" in msg and "';'" in msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (cosmetic): for errors other than dagster.Failure (SourceError from the readers) the CLI message "
-    "shows the Python class path 'seg_pipeline.readers.SourceError: '; cli._failure_message strips only the "
-    "Failure prefix.",
-)
 def test_reader_errors_are_shown_without_the_python_class_path(good_frame, home_copy, tmp_path, quality_instance):
     name = "missing required column (Price dropped)"
     _, msg = _run_bad(name + " [prefix]", FAILS[name], good_frame, home_copy, tmp_path, quality_instance)
