@@ -18,7 +18,7 @@ BUSINESS_COLUMNS = [
 ]
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
-# the service/fee codes of sql/sales_classified.sql, written out again on purpose (independent oracle)
+# the service/fee codes of the cleaning SQL, written out again on purpose (independent oracle)
 NON_PRODUCT_CODES = {
     "POST", "DOT", "M", "D", "C2", "S", "B", "BANK CHARGES", "AMAZONFEE", "ADJUST", "ADJUST2", "PADS",
     "CRUK", "CARRIAGE", "DISCOUNT",
@@ -72,8 +72,8 @@ def expected_reasons(raw: pd.DataFrame) -> pd.Series:
     """An independent pandas model of the cleaning rules on the source text (UCI column names, every value
     a str, missing values as ''). Returns the expected rejection reason per row (None = kept).
 
-    Rule order (first match wins), as documented in sql/sales_classified.sql: unparseable values,
-    cancellation (C...), adjustment (A...), non-product code, quantity <= 0, price <= 0, missing customer;
+    Rule order (first match wins), as documented in the cleaning SQL: missing invoice, unparseable date,
+    date before 1990 or in the future, unparseable quantity / price, cancellation (C...), adjustment (A...), non-product code, quantity <= 0, price <= 0, missing customer;
     then exact duplicates among the kept rows (the first occurrence stays)."""
     inv = raw["Invoice"].str.strip().str.upper()
     code = raw["StockCode"].str.strip()
@@ -88,6 +88,7 @@ def expected_reasons(raw: pd.DataFrame) -> pd.Series:
 
     rule(inv == "", "missing_invoice")
     rule(date.isna(), "unparseable_date")
+    rule((date < pd.Timestamp("1990-01-01")) | (date > pd.Timestamp.now() + pd.Timedelta(days=1)), "date_out_of_range")
     rule(qty.isna(), "unparseable_quantity")
     rule(price.isna(), "unparseable_price")
     rule(inv.str.startswith("C"), "cancellation")
@@ -116,3 +117,16 @@ def business_frame(df: pd.DataFrame) -> pd.DataFrame:
     out = df[BUSINESS_COLUMNS].copy()
     out["invoice_date"] = pd.to_datetime(out["invoice_date"])
     return out.sort_values(BUSINESS_COLUMNS, kind="mergesort").reset_index(drop=True)
+
+
+CORE_PARTITIONED = ["customer_features", "scaled_matrix", "clustering_model", "segment_assignments",
+                    "segment_migration_history"]
+
+
+def run_core(home: Path, source, quarters: list[str], instance) -> list[str]:
+    """The segmentation chain only (what run_pipeline does, without the report assets that follow it):
+    ingest and clean, then the five quarterly assets for each quarter in order."""
+    ingest_and_clean(home, source, instance)
+    for q in quarters:
+        materialize(home, source, CORE_PARTITIONED, instance, partition_key=q)
+    return list(quarters)
