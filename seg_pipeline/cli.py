@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -101,7 +102,7 @@ def run_pipeline(home: Path, source: str | None = None, mapping: str | None = No
     _report_steps(instance, res, dt, "history", quiet)
 
     warehouse = resources["warehouse"]
-    with warehouse.get_connection() as con:
+    with _connect(warehouse) as con:
         lo, hi = con.execute("SELECT min(invoice_date), max(invoice_date) FROM cleaned_sales").fetchall()[0]
     covered = [q.key for q in quarters_covered(lo.date(), hi.date())]
     if not covered:
@@ -110,7 +111,7 @@ def run_pipeline(home: Path, source: str | None = None, mapping: str | None = No
         todo = covered
     elif quarters == "latest":
         # the latest quarter, preceded by any earlier quarter not segmented yet (migration needs Q-1)
-        with warehouse.get_connection() as con:
+        with _connect(warehouse) as con:
             done = {r[0] for r in con.execute(
                 "SELECT DISTINCT quarter FROM segment_assignments"
             ).fetchall()} if table_exists(con, "segment_assignments") else set()
@@ -130,6 +131,18 @@ def run_pipeline(home: Path, source: str | None = None, mapping: str | None = No
         res, dt = step(PARTITIONED, q, f"quarter {q}")
         _report_steps(instance, res, dt, f"[{i}/{len(todo)}] {_label(q)}", quiet)
     return todo
+
+
+@contextlib.contextmanager
+def _connect(warehouse):
+    """The warehouse connection, with the lock message as a CLI error rather than a stack trace."""
+    from .resources import LockedWarehouseError
+
+    try:
+        with warehouse.get_connection() as con:
+            yield con
+    except LockedWarehouseError as exc:
+        raise click.ClickException(exc.description) from None
 
 
 def _label(q: str) -> str:
@@ -182,9 +195,12 @@ def _report_steps(instance, result, seconds: float, label: str, quiet: bool) -> 
 
 
 def print_summary(home: Path, quarter: str | None = None) -> None:
-    from .insights.summary import latest_summary
+    from .insights.summary import WarehouseBusy, latest_summary
 
-    data = latest_summary(home / "warehouse.duckdb", quarter)
+    try:
+        data = latest_summary(home / "warehouse.duckdb", quarter)
+    except WarehouseBusy as exc:
+        raise click.ClickException(str(exc)) from None
     if data is None:
         raise click.ClickException(f"no segmentation in {home}: run `seg-pipeline run` first")
     q, summary, counts, headline = data

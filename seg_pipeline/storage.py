@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -55,11 +56,24 @@ def create_stage_from_df(con: duckdb.DuckDBPyConnection, table: str, df) -> str:
     return stage
 
 
+FAILPOINT_ENV = "SEG_PIPELINE_FAILPOINT"
+
+
+def failpoint(name: str) -> None:
+    """Fault injection for the reliability tests: when SEG_PIPELINE_FAILPOINT names this point, the process
+    kills itself (SIGKILL: no cleanup, no rollback handler), as a power cut or an OOM kill would.
+    Points: `before_commit:<table>` (everything written, not committed), `before_rename:<file name>`."""
+    if os.environ.get(FAILPOINT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @contextlib.contextmanager
-def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+def transaction(con: duckdb.DuckDBPyConnection, label: str = "") -> Iterator[duckdb.DuckDBPyConnection]:
+    """One DuckDB transaction: everything inside is published together or not at all."""
     con.execute("BEGIN TRANSACTION")
     try:
         yield con
+        failpoint(f"before_commit:{label}")
     except BaseException:
         con.execute("ROLLBACK")
         raise
@@ -67,12 +81,15 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("COMMIT")
 
 
-def publish_table(con: duckdb.DuckDBPyConnection, table: str, stage: str | None = None) -> None:
-    """Replace `table` by its staging table in one transaction (the stage is renamed, not copied)."""
-    stage = stage or stage_name(table)
-    with transaction(con):
-        con.execute(f"DROP TABLE IF EXISTS {quote_ident(table)}")
-        con.execute(f"ALTER TABLE {quote_ident(stage)} RENAME TO {quote_ident(table)}")
+def publish_tables(con: duckdb.DuckDBPyConnection, tables: list[str], state: tuple[str, str] | None = None) -> None:
+    """Replace each table by its staging table, all in one transaction (stages are renamed, not copied).
+    `state` = (step, fingerprint) is recorded in the same transaction."""
+    with transaction(con, tables[0]):
+        for t in tables:
+            con.execute(f"DROP TABLE IF EXISTS {quote_ident(t)}")
+            con.execute(f"ALTER TABLE {quote_ident(stage_name(t))} RENAME TO {quote_ident(t)}")
+        if state:
+            set_state_sql(con, *state)
 
 
 def publish_partition(
@@ -81,7 +98,7 @@ def publish_partition(
     """Replace the rows of one partition of `table` (or of several tables, together) by their staging
     tables' rows, in one transaction. The first publication creates a table with its stage's schema."""
     tables = [table] if isinstance(table, str) else list(table)
-    with transaction(con):
+    with transaction(con, tables[0]):
         for t in tables:
             st = stage if (stage and len(tables) == 1) else stage_name(t)
             if not table_exists(con, t):
@@ -108,6 +125,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
+        failpoint(f"before_rename:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -5,8 +5,8 @@ import dagster as dg
 
 from ..resources import Warehouse
 from ..sql import load_sql, sql_fingerprint
-from ..storage import get_state, set_state_sql, table_exists, transaction
-from .common import GROUP, preload_contract_engine, OWNERS, contract_spec, gate, md_table, preview
+from ..storage import get_state, publish_tables, table_exists
+from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview
 
 TABLE = "cleaned_sales"
 REJECTED = "rejected_sales"
@@ -30,7 +30,6 @@ REJECTED = "rejected_sales"
     ),
 )
 def cleaned_sales(context: dg.AssetExecutionContext, warehouse: Warehouse):
-    preload_contract_engine()
     with warehouse.get_connection() as con:
         raw_key = con.execute(
             "SELECT coalesce(string_agg(DISTINCT _source_sha256, ',' ORDER BY _source_sha256), '') FROM raw_transactions"
@@ -70,11 +69,7 @@ def cleaned_sales(context: dg.AssetExecutionContext, warehouse: Warehouse):
                 note=note,
             )
 
-            with transaction(con):
-                for t in (TABLE, REJECTED):
-                    con.execute(f"DROP TABLE IF EXISTS {t}")
-                    con.execute(f"ALTER TABLE __stage_{t} RENAME TO {t}")
-                set_state_sql(con, TABLE, fingerprint)
+            publish_tables(con, [TABLE, REJECTED], state=(TABLE, fingerprint))
 
         raw_rows = con.execute("SELECT count(*) FROM raw_transactions").fetchall()[0][0]
         kept = con.execute(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]

@@ -9,7 +9,6 @@ import duckdb
 import pandas as pd
 
 from ..quality.gate import run_contract
-from ..quality.gx_duckdb import preload as preload_contract_engine  # noqa: F401  (used by the assets)
 from ..readers import quote_ident
 
 GROUP = "segmentation"

@@ -9,7 +9,7 @@ from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import Warehouse
 from ..sql import load_sql
 from ..storage import create_stage, publish_partition
-from .common import GROUP, preload_contract_engine, OWNERS, contract_spec, gate, md_table, preview
+from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview
 
 TABLE = "customer_features"
 
@@ -46,7 +46,6 @@ def feature_params(quarter_key: str, lookback_months: int) -> dict:
     ),
 )
 def customer_features(context: dg.AssetExecutionContext, config: FeatureConfig, warehouse: Warehouse):
-    preload_contract_engine()
     params = feature_params(context.partition_key, config.lookback_months)
     with warehouse.get_connection() as con:
         stage = create_stage(con, TABLE, load_sql("customer_features"), params)

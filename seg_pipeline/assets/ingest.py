@@ -9,7 +9,7 @@ from .. import readers
 from ..resources import PipelineHome, Warehouse
 from ..sql import load_sql
 from ..storage import create_stage, stage_name, table_exists, transaction
-from .common import GROUP, preload_contract_engine, OWNERS, contract_spec, gate, md_table, preview
+from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview
 
 TABLE = "raw_transactions"
 LOAD = "__load_raw"  # what the readers produce, before the parsed columns are added
@@ -31,7 +31,6 @@ LOAD = "__load_raw"  # what the readers produce, before the parsed columns are a
     ),
 )
 def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, warehouse: Warehouse):
-    preload_contract_engine()
     mapping = pipeline.mapping()
     hashes: dict = {}
     for f in readers.list_source_files(pipeline.source_path()):
@@ -76,7 +75,7 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
                 description="No new or changed source file: nothing new to validate.",
             )
 
-        with transaction(con):
+        with transaction(con, TABLE):
             keep_old = table_exists(con, TABLE) and not remap and bool(loaded & set(hashes.values()))
             if not keep_old and new_files:
                 # nothing published is kept: the staged table becomes the table (renamed, not copied)

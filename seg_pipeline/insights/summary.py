@@ -8,11 +8,23 @@ import duckdb
 import pandas as pd
 
 
+class WarehouseBusy(RuntimeError):
+    pass
+
+
 def latest_summary(database: Path, quarter: str | None = None):
     """(quarter, segment summary, migration counts, headline) or None if nothing is segmented yet."""
     if not Path(database).exists():
         return None
-    con = duckdb.connect(str(database), read_only=True)
+    try:
+        con = duckdb.connect(str(database), read_only=True)
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        raise WarehouseBusy(
+            f"The warehouse {database} is in use by another process (a run is writing to it): "
+            "try again when it has finished."
+        ) from None
     try:
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         if "segment_summary" not in tables:

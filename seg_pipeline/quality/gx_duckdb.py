@@ -24,7 +24,6 @@ import duckdb  # noqa: E402
 
 _LOCK = threading.Lock()
 _gx = None
-_preloading: threading.Thread | None = None
 
 
 def _import_gx():
@@ -34,15 +33,6 @@ def _import_gx():
 
         _gx = gx
     return _gx
-
-
-def preload() -> None:
-    """Start importing GX in a background thread, so its ~4 s import overlaps the first asset's work
-    (DuckDB releases the GIL while it reads and computes). Idempotent; validation waits for it."""
-    global _preloading
-    if _gx is None and _preloading is None:
-        _preloading = threading.Thread(target=_import_gx, name="gx-import", daemon=True)
-        _preloading.start()
 
 
 def _engine_kwargs(con: duckdb.DuckDBPyConnection) -> dict:
