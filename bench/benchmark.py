@@ -8,6 +8,7 @@ Every measurement runs in a fresh subprocess (so peak RSS is that scenario's own
             the latest quarter (the previous quarter's assets are materialised in between, untimed,
             because migration needs them). Checks (GX contracts) included. Per-asset and per-check times.
   backfill  cold start, `seg-pipeline run`: every asset for every quarter the data covers.
+  load      raw_transactions alone (read, parse, validate, publish), for comparing source formats.
   refresh   after a backfill, the quarterly refresh of the latest quarter with an unchanged source:
             ingest and cleaning are skipped (file hash and SQL unchanged), the quarter is recomputed.
   floor     a bare script: load the file into a DuckDB table, the same customer features for the same
@@ -35,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
 RESULTS = ROOT / "bench" / "results.md"
-SIZES = {"1M": 1_000_000, "10M": 10_000_000, "100M": 100_000_000}
+SIZES = {"100k": 100_000, "1M": 1_000_000, "10M": 10_000_000, "100M": 100_000_000}
 
 
 def peak_rss_gib() -> float:
@@ -87,6 +88,10 @@ def worker_pipeline(scenario: str, source: str, home: str) -> dict:
         out["steps"].update(steps)
         out["quarter"] = qs[-1].key
         out["total_s"] = dt_hist + dt_q + t_import
+    elif scenario == "load":
+        dt, steps = materialize(["raw_transactions"])
+        out["steps"].update(steps)
+        out["total_s"] = dt + t_import
     elif scenario == "backfill":
         t0 = time.perf_counter()
         qs = run_pipeline(Path(home), source=source, quiet=True, instance=instance)
