@@ -40,6 +40,12 @@ SIZES = {"100k": 100_000, "1M": 1_000_000, "10M": 10_000_000, "100M": 100_000_00
 
 
 def peak_rss_gib() -> float:
+    """This process's peak resident set size. VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across
+    exec, so a worker would report its parent's peak (the driver's, after it generated a large file)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024**2
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
