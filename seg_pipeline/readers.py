@@ -36,7 +36,6 @@ CANONICAL = [
 ]
 REQUIRED = ["invoice", "quantity", "invoice_date", "price", "customer_id"]
 OPTIONAL = [c for c in CANONICAL if c not in REQUIRED]
-LINEAGE = ["_source_file", "_source_sha256", "_sheet", "_row_number", "_loaded_at"]
 
 # Known header spellings (compared case-insensitively, ignoring spaces and underscores).
 KNOWN_NAMES: dict[str, list[str]] = {

@@ -35,10 +35,6 @@ def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     )
 
 
-def count_rows(con: duckdb.DuckDBPyConnection, table: str, where: str = "", params=None) -> int:
-    return con.execute(f"SELECT count(*) FROM {quote_ident(table)} {where}", params or []).fetchall()[0][0]
-
-
 def create_stage(con: duckdb.DuckDBPyConnection, table: str, select_sql: str, params=None) -> str:
     """(Re)build the staging table of `table` from a SELECT; returns the staging table name."""
     stage = stage_name(table)
@@ -106,10 +102,6 @@ def publish_partition(
             con.execute(f"DELETE FROM {quote_ident(t)} WHERE {quote_ident(key_column)} = ?", [key])
             con.execute(f"INSERT INTO {quote_ident(t)} BY NAME SELECT * FROM {quote_ident(st)}")
             con.execute(f"DROP TABLE {quote_ident(st)}")
-
-
-def drop_stage(con: duckdb.DuckDBPyConnection, table: str) -> None:
-    con.execute(f"DROP TABLE IF EXISTS {quote_ident(stage_name(table))}")
 
 
 _UMASK = os.umask(0)
