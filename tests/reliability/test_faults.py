@@ -240,3 +240,35 @@ def test_source_file_is_never_modified(tmp_path, sources):
     r = run_cli(tmp_path / "home", old_src, "--quarters", "latest")
     assert r.returncode == 0, r.stderr[-2000:]
     assert (hashlib.sha256(old_src.read_bytes()).hexdigest(), old_src.stat().st_mtime_ns) == before
+
+
+def test_disk_full_while_writing_a_model_file_names_the_path_and_keeps_the_last_good_state(
+    tmp_path, sources, homes, monkeypatch
+):
+    """A file write that fails (ENOSPC at the rename of the scaler) fails the run with the path in the
+    message; no temporary file is left behind and every table keeps its previous version."""
+    import click
+    import dagster as dg
+
+    from seg_pipeline import storage
+    from seg_pipeline.cli import run_pipeline
+
+    old_src, new_src = sources
+    good_old, _, snap_old, _ = homes
+    home = tmp_path / "home"
+    shutil.copytree(good_old, home)
+    real_replace = os.replace
+
+    def full(src, dst, *a, **k):
+        if str(dst).endswith("scaler.joblib"):
+            raise OSError(28, "No space left on device", str(dst))
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(storage.os, "replace", full)
+    with dg.DagsterInstance.ephemeral() as instance, pytest.raises(click.ClickException) as exc:
+        run_pipeline(home, source=str(old_src), quarters=Q_LAST, quiet=True, instance=instance)
+    msg = exc.value.message
+    assert "No space left on device" in msg and "scaler.joblib" in msg and "scaled_matrix" in msg
+    assert not list((home / "models").rglob("*.tmp"))
+    monkeypatch.undo()
+    assert snapshot(home) == snap_old
