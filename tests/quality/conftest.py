@@ -29,6 +29,16 @@ CORE_TABLES = [
     "segment_migration_history",
 ]
 # Published by raw_transactions itself: left as they were by a failed load, replaced when the load succeeds.
+# the seven assets of the design card, in DAG order
+ASSETS = [
+    "raw_transactions",
+    "cleaned_sales",
+    "customer_features",
+    "scaled_matrix",
+    "clustering_model",
+    "segment_assignments",
+    "segment_migration_history",
+]
 RAW_TABLES = {"raw_transactions", "_raw_mapping"}
 
 

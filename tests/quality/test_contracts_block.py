@@ -25,17 +25,8 @@ from seg_pipeline.quality import contracts, gate
 from seg_pipeline.quality.gate import run_contract
 
 from tests.conftest import run
-from tests.quality.conftest import LATEST, connect, snapshot, tables
+from tests.quality.conftest import ASSETS, LATEST, connect, snapshot, tables
 
-ASSETS = [
-    "raw_transactions",
-    "cleaned_sales",
-    "customer_features",
-    "scaled_matrix",
-    "clustering_model",
-    "segment_assignments",
-    "segment_migration_history",
-]
 QUARTERLY = ASSETS[2:]
 
 

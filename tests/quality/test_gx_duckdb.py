@@ -22,15 +22,7 @@ from seg_pipeline.quality import gx_duckdb
 from seg_pipeline.quality.contracts import ContractError, Rule, load_contract
 from seg_pipeline.quality.gate import run_contract
 
-ASSETS = [
-    "raw_transactions",
-    "cleaned_sales",
-    "customer_features",
-    "scaled_matrix",
-    "clustering_model",
-    "segment_assignments",
-    "segment_migration_history",
-]
+from tests.quality.conftest import ASSETS
 
 # The run parameters each asset passes to its contract (see the gate(...) calls in seg_pipeline/assets/*.py).
 PARAMS = {
