@@ -2,6 +2,8 @@
 
 Every value lands as text (VARCHAR), so nothing is changed or dropped on the way in: typing, parsing
 and rejection are the cleaning step's job (sql/cleaned_sales.sql), where each rejected row keeps its reason.
+Typed sources (Parquet) also pass their numbers and timestamps through untouched (NATIVE), so they are
+not turned into text and parsed back.
 
 Supported sources: `.csv`, `.csv.gz` (and `.txt`/`.tsv`), `.parquet`, `.xlsx` (every sheet, read with
 python-calamine), or a folder holding such files. Columns are recognised from the UCI Online Retail II
@@ -182,7 +184,30 @@ def list_source_files(source: str | Path) -> list[Path]:
     return [p]
 
 
-def _select_list(cols: dict[str, str | None], mapping: ColumnMapping, src_alias: str = "src") -> str:
+# Typed sources (Parquet) already hold numbers and timestamps: besides the text, the reader passes those
+# values through as they are, so sql/raw_transactions.sql need not parse text it just made from them.
+NATIVE = {"quantity": ("_quantity_native", "DOUBLE"), "price": ("_price_native", "DOUBLE"),
+          "invoice_date": ("_invoice_ts_native", "TIMESTAMP")}
+_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+            "DOUBLE", "DECIMAL")  # not FLOAT: its text ('2.1') and its value as DOUBLE (2.0999999...) differ
+_TIMESTAMP = ("TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE")
+
+
+def _native_kind(sql_type: str | None) -> str | None:
+    t = (sql_type or "").upper()
+    if t.startswith(_NUMERIC):
+        return "DOUBLE"
+    if t in _TIMESTAMP:
+        return "TIMESTAMP"
+    return None
+
+
+def _select_list(
+    cols: dict[str, str | None], mapping: ColumnMapping, src_alias: str = "src", types: dict[str, str] | None = None
+) -> str:
+    """The canonical text columns, then the NATIVE pass-through columns (NULL unless the source column is
+    typed as the parsed value would be)."""
+    types = types or {}
     parts = []
     for canon in CANONICAL:
         col = cols[canon]
@@ -197,6 +222,16 @@ def _select_list(cols: dict[str, str | None], mapping: ColumnMapping, src_alias:
             parts.append(f"CAST(NULL AS VARCHAR) AS {canon}")
         else:
             parts.append(f"CAST({src_alias}.{quote_ident(col)} AS VARCHAR) AS {canon}")
+    for canon, (alias, kind) in NATIVE.items():
+        col = cols[canon]
+        if canon == "price" and col is None and mapping.amount:
+            qty = cols["quantity"]
+            typed = _native_kind(types.get(mapping.amount)) == "DOUBLE" and _native_kind(types.get(qty)) == "DOUBLE"
+            expr = (f"CAST({src_alias}.{quote_ident(mapping.amount)} AS DOUBLE) / "
+                    f"NULLIF(CAST({src_alias}.{quote_ident(qty)} AS DOUBLE), 0)") if typed else None
+        else:
+            expr = f"CAST({src_alias}.{quote_ident(col)} AS {kind})" if col and _native_kind(types.get(col)) == kind else None
+        parts.append(f"{expr or f'CAST(NULL AS {kind})'} AS {alias}")
     return ",\n  ".join(parts)
 
 
@@ -255,15 +290,13 @@ def stage_file(
         rownum = "row_number() OVER ()"
     params = {**base_params, **params}
     try:
-        header = [
-            r[0]
-            for r in con.execute(
-                f"DESCRIBE SELECT * FROM {reader}", {k: v for k, v in params.items() if k in ("path", "delim", "encoding")}
-            ).fetchall()
-        ]
+        described = con.execute(
+            f"DESCRIBE SELECT * FROM {reader}", {k: v for k, v in params.items() if k in ("path", "delim", "encoding")}
+        ).fetchall()
     except duckdb.Error as exc:
         raise _read_error(path, exc) from exc
-    header = [h for h in header if h != "file_row_number"]
+    types = {r[0]: r[1] for r in described if r[0] != "file_row_number"}
+    header = list(types)
     if len(header) == 1:
         seps = [d for d in (";", ",", "\t", "|") if d in header[0] and d != mapping.delimiter]
         if seps:
@@ -276,7 +309,7 @@ def stage_file(
     cols = resolve_columns(header, mapping, where=f"source {path}")
     sql = _insert_sql(
         table,
-        f"SELECT\n  {_select_list(cols, mapping)},\n  "
+        f"SELECT\n  {_select_list(cols, mapping, types=types)},\n  "
         + lineage.format(sheet="CAST(NULL AS VARCHAR)", rownum=rownum)
         + f"\nFROM {reader} AS src",
         transform,
@@ -361,5 +394,6 @@ def _stage_xlsx(con, path: Path, table: str, mapping: ColumnMapping, base_params
 RAW_DDL = (
     "("
     + ", ".join(f"{c} VARCHAR" for c in CANONICAL)
+    + "".join(f", {alias} {kind}" for alias, kind in NATIVE.values())
     + ", _source_file VARCHAR, _source_sha256 VARCHAR, _sheet VARCHAR, _row_number BIGINT, _loaded_at TIMESTAMP)"
 )

@@ -88,6 +88,16 @@ def publish_tables(con: duckdb.DuckDBPyConnection, tables: list[str], state: tup
             set_state_sql(con, *state)
 
 
+def append_tables(con: duckdb.DuckDBPyConnection, tables: list[str], state: tuple[str, str] | None = None) -> None:
+    """Append each staging table's rows to its table, all in one transaction; `state` as in publish_tables."""
+    with transaction(con, tables[0]):
+        for t in tables:
+            con.execute(f"INSERT INTO {quote_ident(t)} BY NAME SELECT * FROM {quote_ident(stage_name(t))}")
+            con.execute(f"DROP TABLE {quote_ident(stage_name(t))}")
+        if state:
+            set_state_sql(con, *state)
+
+
 def publish_partition(
     con: duckdb.DuckDBPyConnection, table: str | list[str], key_column: str, key: str, stage: str | None = None
 ) -> None:

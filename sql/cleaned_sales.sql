@@ -1,5 +1,6 @@
 -- cleaned_sales: the product sales lines kept for analysis, typed, with line revenue.
--- Input: sales_rules (rows breaking no rule) minus duplicate_lines.
+-- Input: sales_rules, the rows breaking no rule. Exact duplicates among them are found afterwards on
+-- the stored line_hash (duplicate_lines.sql) and moved to rejected_sales before publication.
 select
     s.invoice_norm as invoice,
     s.stock_code_norm as stock_code,
@@ -16,8 +17,4 @@ select
     s._sheet,
     s._row_number
 from sales_rules as s
-anti join duplicate_lines as d
-    on d._source_sha256 = s._source_sha256
-    and d._sheet is not distinct from s._sheet
-    and d._row_number = s._row_number
 where s.rule_reason is null

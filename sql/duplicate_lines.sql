@@ -1,38 +1,60 @@
--- duplicate_lines: rows that pass every cleaning rule but repeat an earlier line with the same normalised
--- values (what cleaned_sales would hold: '17850.0' and '17850' are the same customer). The first
--- occurrence (by file, sheet, row) stays; a later copy in another workbook sheet (UCI repeats
--- 1-9 Dec 2010 in both sheets) is 'repeated_across_sheets', any other copy 'duplicate_line'.
--- Input: sales_rules. Only lines whose hash occurs more than once are compared value by value.
+-- duplicate_lines: staged sales lines that repeat an earlier line with the same normalised values
+-- ('17850.0' and '17850' are the same customer). The first occurrence stays: a line already published
+-- wins over a new one; among new lines, the earlier loaded file, then file name, sheet and row. A later
+-- copy in another sheet of the same workbook (UCI repeats 1-9 Dec 2010 in both sheets) is
+-- 'repeated_across_sheets', any other copy 'duplicate_line'.
+-- Inputs: batch_lines (the staged cleaned_sales rows of this batch), published_lines (cleaned_sales
+-- rows published before, kept; empty when everything is recleaned), file_loads (_source_file ->
+-- _loaded_at). Only lines whose hash occurs more than once are compared value by value.
 with repeated_hashes as (
     select line_hash
-    from sales_rules
-    where rule_reason is null
+    from (
+        select line_hash from batch_lines
+        union all
+        select line_hash from published_lines
+    )
     group by line_hash
     having count(*) > 1
 ),
 
+candidates as (
+    select
+        b.invoice, b.stock_code, b.description, b.quantity, b.invoice_date, b.price, b.customer_id,
+        b.country, b.store, b._source_file, b._sheet, b._row_number,
+        true as is_new, f._loaded_at
+    from batch_lines as b
+    join file_loads as f on f._source_file = b._source_file
+    where b.line_hash in (select line_hash from repeated_hashes)
+    union all
+    select
+        p.invoice, p.stock_code, p.description, p.quantity, p.invoice_date, p.price, p.customer_id,
+        p.country, p.store, p._source_file, p._sheet, p._row_number,
+        false as is_new, null as _loaded_at
+    from published_lines as p
+    where p.line_hash in (select line_hash from repeated_hashes)
+),
+
 ranked as (
     select
-        s._source_sha256,
-        s._sheet,
-        s._row_number,
+        c.*,
         row_number() over w as occurrence,
-        first_value(s._sheet) over w as first_sheet
-    from sales_rules as s
-    where s.rule_reason is null
-        and s.line_hash in (select line_hash from repeated_hashes)
+        first_value(c._source_file) over w as first_file,
+        first_value(c._sheet) over w as first_sheet
+    from candidates as c
     window w as (
-        partition by s.invoice_norm, s.stock_code_norm, s.description_norm, s.quantity_value, s.invoice_ts,
-            s.price_value, s.customer_norm, s.country_norm, s.store_norm
-        order by s._source_file, s._sheet, s._row_number
+        partition by c.invoice, c.stock_code, c.description, c.quantity, c.invoice_date, c.price,
+            c.customer_id, c.country, c.store
+        order by c.is_new, c._loaded_at, c._source_file, c._sheet, c._row_number
     )
 )
 
 select
-    _source_sha256,
+    _source_file,
     _sheet,
     _row_number,
-    case when first_sheet is distinct from _sheet then 'repeated_across_sheets' else 'duplicate_line' end
-        as duplicate_reason
+    case
+        when first_file = _source_file and first_sheet is distinct from _sheet then 'repeated_across_sheets'
+        else 'duplicate_line'
+    end as duplicate_reason
 from ranked
-where occurrence > 1
+where occurrence > 1 and is_new

@@ -1,7 +1,8 @@
--- sales_rules (a view): every raw row with normalised values and the first cleaning rule it breaks
--- (rule_reason, NULL = kept), and a hash of the normalised line. Exact duplicates (lines equal after
--- normalisation) are found separately (duplicate_lines.sql).
--- Input: raw_transactions.
+-- sales_rules (a view): every raw row being cleaned with normalised values and the first cleaning rule
+-- it breaks (rule_reason, NULL = kept), and a hash of the normalised line. Exact duplicates (lines equal
+-- after normalisation) are found separately (duplicate_lines.sql).
+-- Input: raw_batch, the raw_transactions rows being cleaned: the rows of newly loaded source files (or
+-- every row, when the cleaning SQL changed or a file was removed or replaced).
 with non_product_codes as (
     -- service lines, fees and adjustments that are not product sales (UCI Online Retail II)
     select * from (values
@@ -23,7 +24,7 @@ normalised as (
         end as customer_norm,
         nullif(trim(r.country), '') as country_norm,
         nullif(trim(r.store), '') as store_norm
-    from raw_transactions as r
+    from raw_batch as r
 )
 
 select

@@ -5,7 +5,7 @@ import dagster as dg
 
 from ..resources import Warehouse
 from ..sql import load_sql, sql_fingerprint
-from ..storage import get_state, publish_tables, table_exists
+from ..storage import append_tables, get_state, publish_tables, table_exists
 from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview
 
 TABLE = "cleaned_sales"
@@ -26,19 +26,21 @@ REJECTED = "rejected_sales"
         "bad-debt adjustments (A...), non-product stock codes (POST, DOT, M, D, C2, BANK CHARGES, AMAZONFEE, "
         "ADJUST, PADS, TEST*, gift_*...), non-positive quantity or price, missing customer, unparseable "
         "values, dates out of range, exact duplicate lines and rows repeated across workbook sheets. "
-        "raw = cleaned + rejected."
+        "raw = cleaned + rejected. Incremental: when source files were only added (same cleaning SQL, no "
+        "file removed or replaced), only their rows are cleaned and appended, and checked for duplicates "
+        "against the published lines; otherwise everything is recleaned."
     ),
 )
 def cleaned_sales(context: dg.AssetExecutionContext, warehouse: Warehouse):
     with warehouse.get_connection() as con:
-        raw_key = con.execute(
-            "SELECT coalesce(string_agg(DISTINCT _source_sha256, ',' ORDER BY _source_sha256), '') FROM raw_transactions"
-        ).fetchall()[0][0]
-        fingerprint = f"{raw_key}|{sql_fingerprint('sales_rules', 'duplicate_lines', 'cleaned_sales', 'rejected_sales')}"
-        unchanged = (
-            get_state(con, TABLE) == fingerprint and table_exists(con, TABLE) and table_exists(con, REJECTED)
-        )
-        if unchanged:
+        raw_files = {
+            r[0] for r in con.execute("SELECT DISTINCT _source_sha256 FROM raw_transactions").fetchall()
+        }
+        sql_key = sql_fingerprint("sales_rules", "duplicate_lines", "cleaned_sales", "rejected_sales")
+        fingerprint = f"{','.join(sorted(raw_files))}|{sql_key}"
+        mode, new_files = _plan(get_state(con, TABLE), raw_files, sql_key,
+                                table_exists(con, TABLE) and table_exists(con, REJECTED))
+        if mode == "unchanged":
             context.log.info("raw_transactions and the cleaning SQL are unchanged: keeping the published tables")
             yield dg.AssetCheckResult(
                 check_name="data_contract",
@@ -47,29 +49,32 @@ def cleaned_sales(context: dg.AssetExecutionContext, warehouse: Warehouse):
                 description="Inputs unchanged: the published table passed this contract when it was built.",
             )
         else:
-            con.execute(f"CREATE OR REPLACE TEMP VIEW sales_rules AS {load_sql('sales_rules')}")
-            con.execute(f"CREATE OR REPLACE TEMP TABLE duplicate_lines AS {load_sql('duplicate_lines')}")
-            con.execute(f"CREATE OR REPLACE TABLE __stage_{TABLE} AS {load_sql('cleaned_sales')}")
-            con.execute(f"CREATE OR REPLACE TABLE __stage_{REJECTED} AS {load_sql('rejected_sales')}")
-            con.execute("DROP TABLE duplicate_lines")
-
-            raw_rows = con.execute("SELECT count(*) FROM raw_transactions").fetchall()[0][0]
+            context.log.info(
+                f"cleaning {len(new_files)} newly loaded source file(s) only: the published lines are kept"
+                if mode == "append" else "cleaning every raw row (first run, changed cleaning SQL, or a source "
+                "file was removed or replaced)"
+            )
+            _stage(con, new_files if mode == "append" else None)
+            batch_rows = con.execute("SELECT count(*) FROM raw_batch").fetchall()[0][0]
             staged_reasons = con.execute(
                 f"SELECT rejection_reason, count(*) FROM __stage_{REJECTED} GROUP BY 1 ORDER BY 2 DESC LIMIT 4"
             ).fetchall()
-            files = [r[0] for r in con.execute("SELECT DISTINCT _source_file FROM raw_transactions ORDER BY 1 LIMIT 5").fetchall()]
+            files = [r[0] for r in con.execute("SELECT DISTINCT _source_file FROM raw_batch ORDER BY 1 LIMIT 5").fetchall()]
             note = (
-                f"Cleaning of {raw_rows:,} raw rows from {', '.join(files)} rejected most as: "
-                + ", ".join(f"{r} {n:,} ({n / max(raw_rows, 1):.0%})" for r, n in staged_reasons)
+                f"Cleaning of {batch_rows:,} raw rows from {', '.join(files)} rejected most as: "
+                + ", ".join(f"{r} {n:,} ({n / max(batch_rows, 1):.0%})" for r, n in staged_reasons)
                 + f" (see table __stage_{REJECTED})."
             )
             yield from gate(
                 context, con, TABLE, f"__stage_{TABLE}",
-                {"rejected_table": f"__stage_{REJECTED}", "raw_rows": raw_rows},
+                {"rejected_table": f"__stage_{REJECTED}", "raw_rows": batch_rows},
                 note=note,
             )
-
-            publish_tables(con, [TABLE, REJECTED], state=(TABLE, fingerprint))
+            con.execute("DROP VIEW raw_batch")
+            if mode == "append":
+                append_tables(con, [TABLE, REJECTED], state=(TABLE, fingerprint))
+            else:
+                publish_tables(con, [TABLE, REJECTED], state=(TABLE, fingerprint))
 
         raw_rows = con.execute("SELECT count(*) FROM raw_transactions").fetchall()[0][0]
         kept = con.execute(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
@@ -92,9 +97,58 @@ def cleaned_sales(context: dg.AssetExecutionContext, warehouse: Warehouse):
         "last_sale": str(span[1]),
         "customers": span[2],
         "revenue": float(span[3] or 0),
-        "skipped_unchanged": unchanged,
+        "skipped_unchanged": mode == "unchanged",
+        "cleaning_mode": mode,
+        "raw_files_cleaned_this_run": len(new_files),
         "preview": md_preview,
     }
     for r in reasons.itertuples():
         meta[f"rejected/{r.reason}"] = int(r.rows)
     yield dg.MaterializeResult(metadata=meta)
+
+
+def _plan(state: str | None, raw_files: set[str], sql_key: str, published: bool) -> tuple[str, list[str]]:
+    """What to clean. 'unchanged': nothing. 'append': only the raw rows of files loaded since the last
+    cleaning (the cleaning SQL is the same and every file cleaned before is still loaded). 'full': every
+    raw row. Returns the mode and the file hashes to clean."""
+    done_key, _, done_sql = (state or "").rpartition("|")
+    done = set(filter(None, done_key.split(",")))
+    if not published or done_sql != sql_key or not done <= raw_files:
+        return "full", sorted(raw_files)
+    if done == raw_files:
+        return "unchanged", []
+    return "append", sorted(raw_files - done)
+
+
+def _stage(con, new_files: list[str] | None) -> None:
+    """Build __stage_cleaned_sales and __stage_rejected_sales for the raw rows of `new_files` (None: every
+    raw row). One pass computes the rules (sql/sales_rules.sql) and stages the rows that break none with
+    their line hash; duplicates are then found on that stored hash, against the published lines too, and
+    moved to the rejected rows."""
+    if new_files is None:
+        con.execute("CREATE OR REPLACE TEMP VIEW raw_batch AS SELECT * FROM raw_transactions")
+        published = "SELECT * FROM __stage_cleaned_sales LIMIT 0"
+    else:
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW raw_batch AS SELECT * FROM raw_transactions "
+            f"WHERE _source_sha256 IN ({', '.join(repr(h) for h in new_files)})"
+        )
+        published = f"SELECT * FROM {TABLE}"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW sales_rules AS {load_sql('sales_rules')}")
+    con.execute(f"CREATE OR REPLACE TABLE __stage_{TABLE} AS {load_sql('cleaned_sales')}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW batch_lines AS SELECT * FROM __stage_{TABLE}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW published_lines AS {published}")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE file_loads AS "
+        "SELECT _source_file, min(_loaded_at) AS _loaded_at FROM raw_batch GROUP BY 1"
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE duplicate_lines AS {load_sql('duplicate_lines')}")
+    con.execute(
+        f"DELETE FROM __stage_{TABLE} AS s USING duplicate_lines AS d WHERE d._source_file = s._source_file "
+        "AND d._sheet IS NOT DISTINCT FROM s._sheet AND d._row_number = s._row_number"
+    )
+    con.execute(f"CREATE OR REPLACE TABLE __stage_{REJECTED} AS {load_sql('rejected_sales')}")
+    for name in ("batch_lines", "published_lines", "sales_rules"):
+        con.execute(f"DROP VIEW {name}")
+    con.execute("DROP TABLE duplicate_lines")
+    con.execute("DROP TABLE file_loads")

@@ -25,8 +25,8 @@ LOAD = "__load_raw"  # what the readers produce, before the parsed columns are a
         "Every row of the configured source (CSV, CSV.gz, Parquet, or every sheet of an XLSX workbook), "
         "loaded into DuckDB exactly as it is: all values as text under canonical column names, plus the "
         "source file name, its SHA-256, the sheet, the row number and the load time, and beside the text "
-        "what it parses to (quantity_value, price_value, invoice_ts; NULL where it does not parse) and a "
-        "line hash (sql/raw_transactions.sql). Ingestion is keyed "
+        "what it parses to (quantity_value, price_value, invoice_ts; NULL where it does not parse; "
+        "sql/raw_transactions.sql). Ingestion is keyed "
         "by file hash: a file already loaded is not read again; a changed file replaces its old rows."
     ),
 )

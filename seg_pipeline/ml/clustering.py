@@ -51,10 +51,10 @@ def choose_k(
     n_init: int = 10,
     silhouette_sample: int = 10_000,
     selection_sample: int = 50_000,
-) -> tuple[int, list[KTrial], str]:
+) -> tuple[int, list[KTrial], str, dict[int, KMeans], bool]:
     """Fit k-means for every k in k_range (on a sample of at most `selection_sample` customers), record
     inertia and silhouette (on at most `silhouette_sample` points), and pick the k with the best silhouette
-    inside the business range."""
+    inside the business range. Also returns the fitted model per k and whether the sample was all of X."""
     lo, hi = k_range
     blo, bhi = business_range
     if lo > hi or blo > bhi:
@@ -64,10 +64,11 @@ def choose_k(
     Xs = _sample(X, selection_sample, seed)
     max_k = len(np.unique(Xs, axis=0))
     trials: list[KTrial] = []
+    models: dict[int, KMeans] = {}
     for k in range(lo, hi + 1):
         if k >= max_k:
             break
-        km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(Xs)
+        km = models[k] = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(Xs)
         sil_idx = np.arange(len(Xs))
         if len(Xs) > silhouette_sample:
             sil_idx = np.sort(np.random.default_rng(seed).choice(len(Xs), silhouette_sample, replace=False))
@@ -86,17 +87,23 @@ def choose_k(
         reason += f"; k={overall.k} outside the range scored {overall.silhouette:.3f}"
     if elbow is not None:
         reason += f"; the elbow of the inertia curve is at k={elbow}"
-    return best.k, trials, reason
+    return best.k, trials, reason, models, len(Xs) == len(X)
 
 
-def fit_kmeans(X: np.ndarray, k: int, seed: int = 42, n_init: int = 10) -> KMeans:
+def fit_kmeans(X: np.ndarray, k: int, seed: int = 42, n_init: int = 10, init: np.ndarray | None = None) -> KMeans:
+    """k-means on all of X: `n_init` random restarts, or one run started from the centroids `init`."""
+    if init is not None:
+        return KMeans(n_clusters=k, init=init, n_init=1, random_state=seed).fit(X)
     return KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(X)
 
 
 def cluster(X: np.ndarray, **kwargs) -> ClusteringResult:
-    fit_kw = {k: kwargs[k] for k in ("seed", "n_init") if k in kwargs}
+    """Choose k, then the model on every customer. When k was chosen on all of X, its fit is the model;
+    on a sample, the model is one k-means run over all of X started from the sample's best centroids (the
+    restarts already happened on the sample; the cost then no longer grows with restarts x customers)."""
+    seed = kwargs.get("seed", 42)
     # small fits are faster on one thread than paying OpenMP's synchronisation on a busy machine
     with threadpool_limits(limits=1 if len(X) < 20_000 else None, user_api="openmp"):
-        k, trials, reason = choose_k(X, **kwargs)
-        model = fit_kmeans(X, k, **fit_kw)
+        k, trials, reason, models, whole = choose_k(X, **kwargs)
+        model = models[k] if whole else fit_kmeans(X, k, seed=seed, init=models[k].cluster_centers_)
     return ClusteringResult(model=model, k=k, trials=trials, reason=reason, labels=model.labels_)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seg_pipeline.ml.clustering import choose_k, elbow_k, KTrial
+from seg_pipeline.ml.clustering import choose_k, cluster, elbow_k, KTrial
 from seg_pipeline.ml.naming import load_catalogue, name_clusters, segment_names
 from seg_pipeline.ml.scaling import CANDIDATE_FEATURES, build_matrix, prune_correlated
 from tests.conftest import read_table
@@ -263,7 +263,7 @@ def _blobs(centers: int, n: int = 240, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("centers", [2, 3, 5, 8])
 def test_choose_k_stays_in_the_business_range(centers):
     X = _blobs(centers)
-    k, trials, reason = choose_k(X, k_range=(3, 8), business_range=(4, 6), n_init=3)
+    k, trials, reason, *_ = choose_k(X, k_range=(3, 8), business_range=(4, 6), n_init=3)
     assert 4 <= k <= 6
     assert [t.k for t in trials] == list(range(3, 9))
     assert [t.in_business_range for t in trials] == [4 <= t.k <= 6 for t in trials]
@@ -283,7 +283,7 @@ def test_choose_k_errors_and_small_data():
         choose_k(few, k_range=(3, 8), business_range=(4, 6), n_init=2)
     # with only 6 distinct points, k stops below 6 (k must be < distinct points)
     six = np.repeat(np.arange(6, dtype=float).reshape(-1, 1) * [1.0, 2.0], 5, axis=0)
-    k, trials, _ = choose_k(six, k_range=(3, 8), business_range=(4, 6), n_init=2)
+    k, trials, *_ = choose_k(six, k_range=(3, 8), business_range=(4, 6), n_init=2)
     assert [t.k for t in trials] == [3, 4, 5] and k in (4, 5)
 
 
@@ -355,3 +355,24 @@ def test_name_clusters_respects_business_conditions():
     names = name_clusters(profiles, raw_means=raw)
     assert names[0] != "High-Value Loyal"
     assert len(set(names.values())) == len(names)
+
+
+def test_cluster_on_a_sample_then_every_customer_from_its_centroids():
+    """k is chosen on a sample; the final model covers every row, one run started from the sample's best
+    centroids: it finds the same five groups as the data has, each group whole under one label."""
+    X = _blobs(5, n=5000, seed=3)
+    truth = np.repeat(np.arange(5), 1000)
+    result = cluster(X, k_range=(3, 8), business_range=(4, 6), n_init=3, selection_sample=400)
+    assert result.k == 5 and len(result.labels) == len(X)
+    for g in range(5):
+        assert len(set(result.labels[truth == g])) == 1
+    assert len(set(result.labels)) == 5
+    assert result.model.n_iter_ <= 3  # started at the answer: converges at once
+
+
+def test_cluster_on_all_rows_keeps_the_selection_fit():
+    X = _blobs(5, n=300, seed=4)
+    k, _, _, models, whole = choose_k(X, k_range=(3, 8), business_range=(4, 6), n_init=3)
+    result = cluster(X, k_range=(3, 8), business_range=(4, 6), n_init=3)
+    assert whole and result.k == k
+    np.testing.assert_array_equal(result.labels, models[k].labels_)
