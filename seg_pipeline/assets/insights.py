@@ -17,7 +17,9 @@ from ..insights.report import PLOTS_DIR, REPORT_HTML, REPORT_MD, Plot, ReportDat
 from ..ml.naming import load_catalogue, segment_names
 from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import PipelineHome, Warehouse
-from ..storage import atomic_write_bytes, atomic_write_text, create_stage_from_df, publish_partition, table_exists
+from ..storage import (
+    atomic_write_bytes, atomic_write_csv, atomic_write_text, create_stage_from_df, publish_partition, table_exists,
+)
 from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, md_table
 
 ASSET = "segment_insights"
@@ -113,8 +115,8 @@ def cluster_profiles_frame(customers: pd.DataFrame, winback: pd.DataFrame, quart
             "avg_order_value": customers["avg_order_value"].round(2),
             "distinct_products": customers["distinct_products"],
             "tenure_days": customers["tenure_days"],
-            "first_purchase": pd.to_datetime(customers["first_purchase"]).dt.date,
-            "last_purchase": pd.to_datetime(customers["last_purchase"]).dt.date,
+            "first_purchase": pd.to_datetime(customers["first_purchase"]),  # written as dates
+            "last_purchase": pd.to_datetime(customers["last_purchase"]),
             "main_country": customers["main_country"],
         }
     )
@@ -122,7 +124,7 @@ def cluster_profiles_frame(customers: pd.DataFrame, winback: pd.DataFrame, quart
         out["main_store"] = customers["main_store"]
     out["winback_rank"] = customers["customer_id"].map(wb_rank).astype("Int64")
     out["quarter"] = quarter
-    out["as_of_date"] = pd.to_datetime(customers["as_of_date"]).dt.date
+    out["as_of_date"] = pd.to_datetime(customers["as_of_date"])
     return out
 
 
@@ -307,7 +309,8 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
         out = pipeline.reports_dir(q.key)
         for p in plot_list:
             atomic_write_bytes(out / p.filename, p.png)
-        atomic_write_text(out / CLUSTER_PROFILES_CSV, cluster_profiles_frame(customers, wb, q.key, unit).to_csv(index=False))
+        atomic_write_csv(con, cluster_profiles_frame(customers, wb, q.key, unit), out / CLUSTER_PROFILES_CSV,
+                         dates=("first_purchase", "last_purchase", "as_of_date"))
         atomic_write_text(out / CLUSTER_SUMMARY_CSV, profile_t.to_csv(index=False))
         winback_csv = data.winback if unit == "store" else data.winback.drop(columns=["main_store"])
         atomic_write_text(out / WINBACK_CSV, winback_csv.to_csv(index=False))
