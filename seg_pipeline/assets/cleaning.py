@@ -33,13 +33,14 @@ REJECTED = "rejected_sales"
 )
 def cleaned_sales(context: dg.AssetExecutionContext, warehouse: Warehouse):
     with warehouse.get_connection() as con:
-        raw_files = {
-            r[0] for r in con.execute("SELECT DISTINCT _source_sha256 FROM raw_transactions").fetchall()
-        }
+        # a loaded file is its hash and load time: reloading it (e.g. under a new column mapping) changes it
+        loads = con.execute("SELECT _source_sha256, min(_loaded_at) FROM raw_transactions GROUP BY 1").fetchall()
+        raw_files = {f"{sha}@{loaded:%Y%m%dT%H%M%S%f}": sha for sha, loaded in loads}
         sql_key = sql_fingerprint("sales_rules", "duplicate_lines", "cleaned_sales", "rejected_sales")
         fingerprint = f"{','.join(sorted(raw_files))}|{sql_key}"
-        mode, new_files = _plan(get_state(con, TABLE), raw_files, sql_key,
+        mode, new_loads = _plan(get_state(con, TABLE), set(raw_files), sql_key,
                                 table_exists(con, TABLE) and table_exists(con, REJECTED))
+        new_files = sorted(raw_files[k] for k in new_loads)
         if mode == "unchanged":
             context.log.info("raw_transactions and the cleaning SQL are unchanged: keeping the published tables")
             yield dg.AssetCheckResult(
@@ -109,8 +110,9 @@ def cleaned_sales(context: dg.AssetExecutionContext, warehouse: Warehouse):
 
 def _plan(state: str | None, raw_files: set[str], sql_key: str, published: bool) -> tuple[str, list[str]]:
     """What to clean. 'unchanged': nothing. 'append': only the raw rows of files loaded since the last
-    cleaning (the cleaning SQL is the same and every file cleaned before is still loaded). 'full': every
-    raw row. Returns the mode and the file hashes to clean."""
+    cleaning (the cleaning SQL is the same and every file load cleaned before is still there). 'full': every
+    raw row. `raw_files`: the loads in raw_transactions (hash@load time). Returns the mode and the loads
+    to clean."""
     done_key, _, done_sql = (state or "").rpartition("|")
     done = set(filter(None, done_key.split(",")))
     if not published or done_sql != sql_key or not done <= raw_files:

@@ -135,3 +135,22 @@ def test_removing_a_file_recleans_what_remains(tmp_path, split_files, dagster_in
     assert reason.empty  # kept now
     kept = read_table(home, "SELECT count(*) AS n FROM cleaned_sales WHERE _row_number = ?", [new_rows - 1]).n.iloc[0]
     assert kept == 1
+
+
+def test_a_new_column_mapping_reloads_and_recleans(tmp_path, small_csv, dagster_instance):
+    """Same file, new mapping: raw_transactions is reloaded under it, and cleaning must not keep lines built
+    under the old one (the file hash alone is unchanged)."""
+    text = read_source_text(small_csv).head(3000)
+    text["Region"] = "Region-" + text["Country"]
+    src = tmp_path / "with_region.csv"
+    text.to_csv(src, index=False)
+    home = tmp_path / "home"
+    ingest_and_clean(home, src, dagster_instance)
+    assert set(read_table(home, "SELECT DISTINCT country FROM cleaned_sales").country) <= set(text.Country)
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text("columns:\n  country: Region\n", encoding="utf-8")
+    result = ingest_and_clean(home, src, dagster_instance, mapping=mapping)
+    assert _step_metadata(result, "raw_transactions")["files_loaded_this_run"] == 1
+    assert _step_metadata(result, "cleaned_sales")["cleaning_mode"] == "full"
+    countries = set(read_table(home, "SELECT DISTINCT country FROM cleaned_sales").country)
+    assert countries and all(c.startswith("Region-") for c in countries)
