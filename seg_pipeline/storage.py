@@ -77,23 +77,20 @@ def transaction(con: duckdb.DuckDBPyConnection, label: str = "") -> Iterator[duc
         con.execute("COMMIT")
 
 
-def publish_tables(con: duckdb.DuckDBPyConnection, tables: list[str], state: tuple[str, str] | None = None) -> None:
-    """Replace each table by its staging table, all in one transaction (stages are renamed, not copied).
-    `state` = (step, fingerprint) is recorded in the same transaction."""
+def publish_tables(
+    con: duckdb.DuckDBPyConnection, tables: list[str], state: tuple[str, str] | None = None, append: bool = False
+) -> None:
+    """Replace each table by its staging table (renamed, not copied), or with `append` add the staging
+    table's rows to it, all in one transaction. `state` = (step, fingerprint) is recorded in the same
+    transaction."""
     with transaction(con, tables[0]):
         for t in tables:
-            con.execute(f"DROP TABLE IF EXISTS {quote_ident(t)}")
-            con.execute(f"ALTER TABLE {quote_ident(stage_name(t))} RENAME TO {quote_ident(t)}")
-        if state:
-            set_state_sql(con, *state)
-
-
-def append_tables(con: duckdb.DuckDBPyConnection, tables: list[str], state: tuple[str, str] | None = None) -> None:
-    """Append each staging table's rows to its table, all in one transaction; `state` as in publish_tables."""
-    with transaction(con, tables[0]):
-        for t in tables:
-            con.execute(f"INSERT INTO {quote_ident(t)} BY NAME SELECT * FROM {quote_ident(stage_name(t))}")
-            con.execute(f"DROP TABLE {quote_ident(stage_name(t))}")
+            if append:
+                con.execute(f"INSERT INTO {quote_ident(t)} BY NAME SELECT * FROM {quote_ident(stage_name(t))}")
+                con.execute(f"DROP TABLE {quote_ident(stage_name(t))}")
+            else:
+                con.execute(f"DROP TABLE IF EXISTS {quote_ident(t)}")
+                con.execute(f"ALTER TABLE {quote_ident(stage_name(t))} RENAME TO {quote_ident(t)}")
         if state:
             set_state_sql(con, *state)
 

@@ -5,7 +5,7 @@ import dagster as dg
 
 from ..resources import Warehouse
 from ..sql import load_sql, sql_fingerprint
-from ..storage import append_tables, get_state, publish_tables, table_exists
+from ..storage import get_state, publish_tables, table_exists
 from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview
 
 TABLE = "cleaned_sales"
@@ -72,10 +72,7 @@ def cleaned_sales(context: dg.AssetExecutionContext, warehouse: Warehouse):
                 note=note,
             )
             con.execute("DROP VIEW raw_batch")
-            if mode == "append":
-                append_tables(con, [TABLE, REJECTED], state=(TABLE, fingerprint))
-            else:
-                publish_tables(con, [TABLE, REJECTED], state=(TABLE, fingerprint))
+            publish_tables(con, [TABLE, REJECTED], state=(TABLE, fingerprint), append=mode == "append")
 
         raw_rows = con.execute("SELECT count(*) FROM raw_transactions").fetchall()[0][0]
         kept = con.execute(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
