@@ -64,11 +64,12 @@ def _prepare_instance(home: Path):
 
 
 def run_pipeline(home: Path, source: str | None = None, mapping: str | None = None, quarters: str = "all",
-                 quiet: bool = False, instance=None) -> list[str]:
+                 quiet: bool = False, instance=None, refit: bool = False, model_config: dict | None = None) -> list[str]:
     """Materialise raw and cleaned sales, then every quarterly asset for the chosen quarters (all the data
     covers, the latest, or a comma-separated list of quarter keys). Returns the quarters run. Raises
     click.ClickException with the failing step's message on failure. `instance`: a Dagster instance
-    (default: the persistent one of the home)."""
+    (default: the persistent one of the home). `refit`: force a refit of the segment model in every quarter
+    run; `model_config`: further clustering_model run config (e.g. {"refit_every_quarters": 0})."""
     import dagster as dg
 
     from .definitions import ALL_ASSETS
@@ -79,6 +80,8 @@ def run_pipeline(home: Path, source: str | None = None, mapping: str | None = No
     instance = instance or _prepare_instance(home)
     resources = build_resources(home, source, mapping)
     quiet_logs = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    model_cfg = {**(model_config or {}), **({"refit": True} if refit else {})}
+    quarterly_config = {**quiet_logs, **({"ops": {"clustering_model": {"config": model_cfg}}} if model_cfg else {})}
 
     def step(selection: list[str], partition_key: str | None, label: str):
         t0 = time.perf_counter()
@@ -88,7 +91,7 @@ def run_pipeline(home: Path, source: str | None = None, mapping: str | None = No
             partition_key=partition_key,
             resources=resources,
             instance=instance,
-            run_config=quiet_logs,
+            run_config=quarterly_config if partition_key else quiet_logs,
             raise_on_error=False,
             tags={"seg_pipeline/launched_by": "cli"},
         )
@@ -190,7 +193,9 @@ def _report_steps(instance, result, seconds: float, label: str, quiet: bool) -> 
         rows = m.metadata.get("dagster/row_count")
         name = m.asset_key.to_user_string()
         took = durations.get(mat.step_key)
-        parts.append(f"{name} {rows.value:,}" + (f" ({took:.1f}s)" if took is not None else "") if rows is not None else name)
+        decision = m.metadata.get("decision")
+        parts.append((f"{name} {rows.value:,}" + (f" ({took:.1f}s)" if took is not None else "") if rows is not None
+                      else name) + (f" [model {decision.value}]" if decision is not None else ""))
     console.print(f"{label:<14} [green]ok[/] {seconds:5.1f}s  " + " · ".join(parts))
 
 
@@ -240,13 +245,16 @@ def main() -> None:
               help="YAML column mapping for exports with other column names.")
 @click.option("--home", type=click.Path(file_okay=False), default=None, help="Pipeline home (default SEG_PIPELINE_HOME or .seg_home).")
 @click.option("--quarters", default="all", show_default=True, help="all, latest, or comma-separated quarter keys (2011-07-01).")
-def run(source, mapping, home, quarters) -> None:
+@click.option("--refit", is_flag=True, default=False,
+              help="Refit the segment model in the quarters run instead of keeping it (names carry over to matching "
+                   "clusters). Usually with --quarters latest.")
+def run(source, mapping, home, quarters, refit) -> None:
     """Materialise every asset for every quarter the data covers, then print the latest summary."""
     from . import settings
 
     home_path = Path(home).resolve() if home else settings.home_dir()
     t0 = time.perf_counter()
-    done = run_pipeline(home_path, source, mapping, quarters)
+    done = run_pipeline(home_path, source, mapping, quarters, refit=refit)
     console.print(f"finished {len(done)} quarter(s) in {time.perf_counter() - t0:.1f}s\n")
     print_summary(home_path, done[-1])
     console.print(f"Report: {home_path / 'reports' / done[-1] / 'report.html'}")

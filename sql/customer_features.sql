@@ -78,7 +78,8 @@ select
     p.main_country,
     p.main_store,
     t.first_purchase,
-    t.last_purchase
+    t.last_purchase,
+    f.first_purchase_ever
 from customer_totals as t
 join customer_lines as l using (customer_id)
 join first_seen as f using (customer_id)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..insights import analysis, plots
 from ..insights.report import PLOTS_DIR, REPORT_HTML, REPORT_MD, Plot, ReportData, key_findings, render
-from ..ml.naming import load_catalogue, segment_names
+from ..ml.naming import load_catalogue
 from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import PipelineHome, Warehouse
 from ..storage import (
@@ -185,13 +185,13 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
                 )
             )
         sales, unit = read_store_sales(con, start, end)
-        trials = con.execute(
-            "SELECT k, inertia, silhouette, in_business_range, chosen, reason FROM clustering_model "
-            "WHERE quarter = ? ORDER BY k", [q.key]
-        ).df()
+        trials = con.execute("SELECT * FROM clustering_model WHERE quarter = ? ORDER BY k", [q.key]).df()
         history = con.execute(
-            "SELECT from_segment, to_segment FROM segment_migration_history WHERE quarter = ?", [q.key]
+            "SELECT from_segment, to_segment, from_model_version, to_model_version FROM segment_migration_history "
+            "WHERE quarter = ?", [q.key]
         ).df()
+        descriptions = dict(con.execute(
+            "SELECT segment, description FROM segment_summary WHERE quarter = ?", [q.key]).fetchall())
         if trials.empty or history.empty:
             raise dg.Failure(
                 description=f"{ASSET} {q.key}: clustering_model or segment_migration_history has no partition "
@@ -200,7 +200,7 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
 
         lap("read")
         # ---- analysis
-        profile = analysis.segment_profile(customers, catalogue)
+        profile = analysis.segment_profile(customers, catalogue, descriptions)
         conc = analysis.concentration(customers["monetary"])
         headline = analysis.headline(profile)
         stores = analysis.store_risk(
@@ -213,10 +213,11 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
         moves = analysis.count_moves(history, ranks)
         counts = analysis.transition_counts(history, order)
         big_moves = analysis.biggest_moves(history, ranks)
-        first_quarter = bool((history["from_segment"] == analysis.NEW).all())
+        first_quarter = bool(history["from_model_version"].isna().all())
         chosen = trials[trials["chosen"]]
         k = int(chosen["k"].iloc[0]) if not chosen.empty else 0
         reason = str(trials["reason"].iloc[0] or "")
+        stability = analysis.stability(chosen.iloc[0].to_dict(), history, q.label)
 
         lap("analysis")
         # ---- staged tables
@@ -236,7 +237,7 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
         yield from gate(
             context, con, ASSET, f"__stage_{PROFILE}",
             {
-                "segment_names": segment_names(catalogue),
+                "segment_names": sorted(set(customers["segment"])),
                 "assigned_customers": assigned,
                 "assigned_revenue": float(customers["monetary"].sum()),
                 "store_table": f"__stage_{STORES}",
@@ -280,7 +281,9 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
             Plot("k_selection", "Choosing k: elbow and silhouette",
                  "Left: inertia falls as k grows; the bend (elbow) is where more clusters stop paying off. Right: "
                  "silhouette, higher = better separated clusters. Green: the range allowed by the business; star: "
-                 f"the chosen k. Why: {reason}.", plots.k_selection(trials)),
+                 f"the chosen k. Why: {reason}." + (f" These are the trials of the model's fit on "
+                 f"{stability.fitted_label}; {qlabel} reuses that model." if stability.decision == "reused" else ""),
+                 plots.k_selection(trials[["k", "inertia", "silhouette", "in_business_range", "chosen", "reason"]])),
         ]
         lap("plots")
         rule = (f"{lookback}-month revenue of at least {config.winback_min_revenue:,.0f}" if config.winback_min_revenue is not None
@@ -303,7 +306,7 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
             winback=wb_t.assign(last_purchase=pd.to_datetime(wb_t["last_purchase"]).dt.date),
             winback_threshold=wb_threshold, winback_rule=rule, winback_min_days=config.winback_min_days,
             moves=moves, biggest_moves=big_moves, first_quarter=first_quarter, trials=trials, k=k,
-            k_reason=reason, plots=plot_list, files=files,
+            k_reason=reason, stability=stability, plots=plot_list, files=files,
         )
         html, md = render(data)
         out = pipeline.reports_dir(q.key)
@@ -358,7 +361,12 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
         "downgrades": moves["downgraded"],
         "new_customers": moves["new"],
         "lapsed_customers": moves["lapsed"],
-        "k_selection": dg.MetadataValue.md(md_table(trials.drop(columns=["reason"]), floatfmt=",.4f")),
+        "returning_customers": moves["returning"],
+        "model_decision": stability.decision,
+        "model_decision_reason": stability.reason,
+        "retained_changed_share": round(stability.retained_changed_share, 4),
+        "k_selection": dg.MetadataValue.md(md_table(
+            trials[["k", "inertia", "silhouette", "in_business_range", "chosen"]], floatfmt=",.4f")),
         "why_this_k": reason,
         "lookback_months": lookback,
         "report_html": dg.MetadataValue.path(str(report_path)),

@@ -4,37 +4,48 @@
 import dagster as dg
 import pandas as pd
 
-from ..ml.naming import segment_names
+from ..insights.analysis import LAPSED, NEW, RETURNING, transition_counts
 from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import Warehouse
-from ..storage import create_stage_from_df, publish_partition, table_exists
-from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, md_table
+from ..storage import create_stage_from_df, publish_partition
+from ..tables import chosen_model_row, has_sales_before
+from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate
 
 TABLE = "segment_migration_history"
-NEW, LAPSED = "new", "lapsed"
 
 
-def migrate(previous: pd.DataFrame, current: pd.DataFrame, quarter: str, previous_quarter: str) -> pd.DataFrame:
-    """One row per customer seen in either quarter: from-segment (or 'new') and to-segment (or 'lapsed')."""
+def migrate(previous: pd.DataFrame, current: pd.DataFrame, quarter: str, previous_quarter: str,
+            quarter_start, from_version: str | None = None, to_version: str | None = None) -> pd.DataFrame:
+    """One row per customer seen in either quarter.
+
+    from_segment: the customer's segment last quarter; 'new' when their first purchase ever falls in this
+    quarter; 'returning' when they bought before but were not in last quarter's look-back window.
+    to_segment: the segment this quarter, or 'lapsed' for a customer who left the look-back window.
+    `current` needs customer_id, segment and first_purchase_ever; `previous` customer_id and segment.
+    from/to_model_version: the model versions that named each side (None for a previous quarter before the
+    data)."""
     merged = previous[["customer_id", "segment"]].merge(
-        current[["customer_id", "segment"]], on="customer_id", how="outer", suffixes=("_from", "_to")
+        current[["customer_id", "segment", "first_purchase_ever"]], on="customer_id", how="outer",
+        suffixes=("_from", "_to"),
     )
+    first = pd.to_datetime(merged["first_purchase_ever"])
+    arrived = merged["segment_from"].isna()
+    new = arrived & (first >= pd.Timestamp(quarter_start))
+    from_segment = merged["segment_from"].astype(object)
+    from_segment[arrived & new] = NEW
+    from_segment[arrived & ~new] = RETURNING
     out = pd.DataFrame(
         {
             "quarter": quarter,
             "previous_quarter": previous_quarter,
             "customer_id": merged["customer_id"],
-            "from_segment": merged["segment_from"].fillna(NEW),
+            "from_segment": from_segment,
             "to_segment": merged["segment_to"].fillna(LAPSED),
+            "from_model_version": pd.Series(from_version, index=merged.index, dtype="string"),
+            "to_model_version": pd.Series(to_version, index=merged.index, dtype="string"),
         }
     )
     return out.sort_values("customer_id", kind="mergesort").reset_index(drop=True)
-
-
-def transition_matrix(history: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    counts = pd.crosstab(history["from_segment"], history["to_segment"])
-    shares = counts.div(counts.sum(axis=1), axis=0)
-    return counts, shares
 
 
 @dg.asset(
@@ -48,15 +59,19 @@ def transition_matrix(history: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
             partition_mapping=dg.TimeWindowPartitionMapping(
                 start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True
             ),
-        )
+        ),
+        "customer_features",
+        "clustering_model",
     ],
     partitions_def=quarterly_partitions,
     check_specs=[contract_spec(TABLE)],
     description=(
-        "For the quarter against the previous one: one row per customer with from_segment and to_segment "
-        "('new' for customers first seen this quarter, 'lapsed' for customers no longer in the look-back "
-        "window). The transition matrix (counts and row shares) is in the metadata. Re-running a quarter "
-        "rewrites that quarter's rows only."
+        "For the quarter against the previous one: one row per customer with from_segment and to_segment. "
+        "from_segment is 'new' when the customer's first purchase ever falls in this quarter, 'returning' when "
+        "they bought before but not in the previous quarter's look-back window; to_segment is 'lapsed' for "
+        "customers no longer in the window. Each row carries the model version of both quarters, and the "
+        "metadata says whether this quarter's model was reused or refitted, so a refit's moves can be told "
+        "apart from behaviour. Re-running a quarter rewrites that quarter's rows only."
     ),
 )
 def segment_migration_history(context: dg.AssetExecutionContext, warehouse: Warehouse):
@@ -64,18 +79,16 @@ def segment_migration_history(context: dg.AssetExecutionContext, warehouse: Ware
     prev = q.previous()
     with warehouse.get_connection() as con:
         current = con.execute(
-            "SELECT customer_id, segment FROM segment_assignments WHERE quarter = ?", [q.key]
+            "SELECT a.customer_id, a.segment, a.model_version, f.first_purchase_ever FROM segment_assignments a "
+            "JOIN customer_features f USING (quarter, customer_id) WHERE quarter = ?", [q.key]
         ).df()
         if current.empty:
             raise dg.Failure(description=f"segment_assignments has no partition {q.key}: materialise it first")
         previous = con.execute(
-            "SELECT customer_id, segment FROM segment_assignments WHERE quarter = ?", [prev.key]
+            "SELECT customer_id, segment, model_version FROM segment_assignments WHERE quarter = ?", [prev.key]
         ).df()
         if previous.empty:
-            earlier_sales = con.execute(
-                "SELECT count(*) FROM cleaned_sales WHERE invoice_date < ?", [prev.end]
-            ).fetchall()[0][0] if table_exists(con, "cleaned_sales") else 0
-            if earlier_sales:
+            if has_sales_before(con, prev.end):
                 raise dg.Failure(
                     description=(
                         f"segment_migration_history {q.key}: the previous quarter {prev.key} has sales but no "
@@ -84,7 +97,10 @@ def segment_migration_history(context: dg.AssetExecutionContext, warehouse: Ware
                     )
                 )
             context.log.info(f"{prev.key} precedes the data: every customer of {q.key} counts as new")
-        history = migrate(previous, current, q.key, prev.key)
+        model_row = chosen_model_row(con, q.key) or {}
+        from_version = previous["model_version"].iloc[0] if not previous.empty else None
+        to_version = current["model_version"].iloc[0]
+        history = migrate(previous, current, q.key, prev.key, q.start, from_version, to_version)
         stage = create_stage_from_df(con, TABLE, history)
         yield from gate(
             context,
@@ -92,24 +108,37 @@ def segment_migration_history(context: dg.AssetExecutionContext, warehouse: Ware
             TABLE,
             stage,
             {
-                "from_segments": segment_names() + [NEW],
-                "to_segments": segment_names() + [LAPSED],
+                "from_segments": sorted(set(previous["segment"])) + [NEW, RETURNING],
+                "to_segments": sorted(set(current["segment"])) + [LAPSED],
                 "previous_customers": len(previous),
                 "current_customers": len(current),
+                "quarter_start": q.start.isoformat(),
+                "features_table": "customer_features",
+                "quarter": q.key,
             },
         )
         publish_partition(con, TABLE, "quarter", q.key, stage)
 
-    counts, shares = transition_matrix(history)
-    moved = int((history.from_segment != history.to_segment).sum())
+    counts = transition_counts(history)
+    shares = counts.div(counts.sum(axis=1), axis=0)
+    retained = history[~history.from_segment.isin([NEW, RETURNING]) & (history.to_segment != LAPSED)]
+    changed = int((retained.from_segment != retained.to_segment).sum())
+    refit = from_version is not None and from_version != to_version
     yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(history),
             "previous_quarter": prev.key,
+            "model_decision": str(model_row.get("decision", "")),
+            "model_changed": refit,
+            "from_model_version": from_version or "none",
+            "to_model_version": to_version,
             "new_customers": int((history.from_segment == NEW).sum()),
+            "returning_customers": int((history.from_segment == RETURNING).sum()),
             "lapsed_customers": int((history.to_segment == LAPSED).sum()),
-            "stayed_in_segment": int((history.from_segment == history.to_segment).sum()),
-            "changed_segment": moved,
+            "retained_customers": len(retained),
+            "stayed_in_segment": len(retained) - changed,
+            "changed_segment": changed,
+            "retained_changed_share": round(changed / len(retained), 4) if len(retained) else 0.0,
             "transition_counts": dg.MetadataValue.md(counts.reset_index().to_markdown(index=False)),
             "transition_row_shares": dg.MetadataValue.md(shares.round(3).reset_index().to_markdown(index=False)),
         }

@@ -3,19 +3,22 @@
 
 import hashlib
 import io
-import json
 
 import dagster as dg
 import joblib
 import numpy as np
 import pandas as pd
+import scipy
 import sklearn
 
-from ..ml.clustering import cluster
+from ..ml import segment_model as sm
 from ..ml.scaling import build_matrix
-from ..partitions import quarterly_partitions
+from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import PipelineHome, Warehouse
 from ..storage import atomic_write_bytes, create_stage_from_df, publish_partition
+from ..tables import (
+    MODEL_FILE, SCALER_FILE, ModelFileError, chosen_model_row, has_sales_before, load_model, read_features, read_matrix,
+)
 from .common import GROUP, OWNERS, contract_spec, gate, md_table
 
 MATRIX = "scaled_matrix"
@@ -45,20 +48,25 @@ class ModelConfig(dg.Config):
     """Below this silhouette the contract warns (does not block): clusters overlap heavily."""
     min_cluster_share: float = 0.01
     """A cluster with fewer than this share of customers makes the contract warn."""
-
-
-def read_features(con, quarter: str) -> pd.DataFrame:
-    return con.execute("SELECT * FROM customer_features WHERE quarter = ? ORDER BY customer_id", [quarter]).df()
-
-
-def read_matrix(con, quarter: str) -> tuple[pd.DataFrame, list[str]]:
-    cols = con.execute(
-        f"SELECT feature, kept FROM {MATRIX_COLUMNS} WHERE quarter = ? ORDER BY position", [quarter]
-    ).fetchall()
-    if not cols:
-        raise dg.Failure(description=f"scaled_matrix has no partition {quarter}: materialise it first")
-    matrix = con.execute(f"SELECT * FROM {MATRIX} WHERE quarter = ? ORDER BY customer_id", [quarter]).df()
-    return matrix, [f for f, kept in cols if kept]
+    # ---- the kept model's life cycle (see README, "Segments that stay put")
+    refit: bool = False
+    """Force a refit of the segment model in this run (it starts from the kept clusters and keeps their names)."""
+    refit_every_quarters: int = 4
+    """Cadence: refit when the kept model was fitted this many quarters ago or more (4 = yearly; 0 = never)."""
+    max_silhouette_drop: float = 0.10
+    """Drift: refit when the kept model's silhouette on the quarter is this much below its fit silhouette."""
+    max_far_share: float = 0.10
+    """Drift: refit when more than this share of customers lie farther from every centroid than 99% of the
+    fit's customers did (1% is expected when nothing changed)."""
+    refit_when_names_fail: bool = True
+    """Drift: refit when a cluster's customers no longer meet the conditions of its segment name."""
+    match_max_distance: float = 1.0
+    """A refit's cluster carries a kept cluster's name when their centroids are at most this far apart (root
+    mean square, in standard deviations of the kept model's log features) and the name's conditions hold."""
+    refit_k_margin: float = 0.02
+    """A refit keeps the kept model's k while its silhouette is within this of the best k's."""
+    refit_if_model_unreadable: bool = False
+    """When the previous quarter's model file is missing or corrupt: refit from scratch (true) or stop (false)."""
 
 
 @dg.asset(
@@ -111,7 +119,7 @@ def scaled_matrix(context: dg.AssetExecutionContext, config: MatrixConfig, pipel
         )
         buf = io.BytesIO()
         joblib.dump({"scaler": m.scaler, "features": m.features, "log_features": m.log_features}, buf)
-        scaler_path = atomic_write_bytes(pipeline.models_dir(q) / "scaler.joblib", buf.getvalue())
+        scaler_path = atomic_write_bytes(pipeline.models_dir(q) / SCALER_FILE, buf.getvalue())
         publish_partition(con, [MATRIX, MATRIX_COLUMNS], "quarter", q)
 
     corr = m.correlation.round(3).reset_index(names="feature")
@@ -130,8 +138,52 @@ def scaled_matrix(context: dg.AssetExecutionContext, config: MatrixConfig, pipel
     )
 
 
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _fit_kwargs(config: "ModelConfig") -> dict:
+    return dict(
+        k_range=(config.k_min, config.k_max),
+        business_range=(config.business_k_min, config.business_k_max),
+        seed=config.seed,
+        n_init=config.n_init,
+        silhouette_sample=config.silhouette_sample,
+        selection_sample=config.selection_sample,
+    )
+
+
+LIBRARIES = {"scikit-learn": sklearn.__version__, "numpy": np.__version__, "scipy": scipy.__version__}
+INITIAL, REUSED, REFIT = "initial_fit", "reused", "refit"
+
+
+def _kept_model(con, pipeline: PipelineHome, q, config: "ModelConfig"):
+    """(kept model or None, why not). The kept model is the one in force for the previous quarter."""
+    prev = q.previous()
+    row = chosen_model_row(con, prev.key)
+    if row is None:
+        if has_sales_before(con, prev.end):
+            raise dg.Failure(
+                description=(
+                    f"clustering_model {q.key}: the previous quarter {prev.key} has sales but no segment model. "
+                    f"Materialise {prev.key} first (a run over every quarter does this in order): each quarter "
+                    "keeps the previous quarter's model."
+                )
+            )
+        return None, f"no earlier quarter: the data starts in {q.label}"
+    try:
+        model, _ = load_model(pipeline.path, row)
+    except ModelFileError as exc:
+        if not config.refit_if_model_unreadable:
+            raise dg.Failure(
+                description=(
+                    f"clustering_model {q.key}: {exc}. Restore the file, or set refit_if_model_unreadable: true in "
+                    "the clustering_model run config to fit a new model (its names are then given afresh)."
+                )
+            ) from None
+        return None, f"{exc}; refitted from scratch (refit_if_model_unreadable)"
+    return model, ""
 
 
 @dg.asset(
@@ -139,90 +191,163 @@ def _sha256(data: bytes) -> str:
     group_name=GROUP,
     owners=OWNERS,
     kinds={"scikitlearn", "duckdb"},
-    deps=["scaled_matrix"],
+    deps=[
+        "scaled_matrix",
+        "customer_features",
+        dg.AssetDep(MODEL, partition_mapping=dg.TimeWindowPartitionMapping(
+            start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)),
+    ],
     partitions_def=quarterly_partitions,
     check_specs=[contract_spec(MODEL)],
     description=(
-        "scikit-learn KMeans on the kept features of scaled_matrix. Every k in the configured range "
-        "(default 3..8) is fitted; inertia (elbow) and silhouette (sampled on large data) are recorded per k, "
-        "and k is the best silhouette inside the business range (default 4..6). Fixed seed: the same input "
-        "gives the same model. The model, scaler and feature list are saved as a versioned artifact "
-        "models/<quarter>/clustering_model-<version>.joblib; the table holds one row per k tried."
+        "The segment model in force for the quarter: log transform + scaler + k-means + segment names, kept "
+        "from quarter to quarter. The first quarter fits it (k by silhouette within the business range 4..6, the "
+        "inertia elbow recorded); later quarters reuse the previous quarter's model, so a customer changes "
+        "segment only when their own features move. It is refitted only when forced (run config refit), when "
+        "the cadence comes due (default yearly) or when it drifts (its silhouette falls, many customers lie far "
+        "from every centroid, or a cluster no longer meets its name's conditions); a refit starts from the kept "
+        "clusters and carries their names over. Saved as models/<quarter>/segment_model.joblib (loadable with "
+        "joblib; .predict(customer_features frame) gives segment names). The table has one row per k tried at "
+        "the fit, the decision and the drift figures on the chosen row."
     ),
 )
 def clustering_model(context: dg.AssetExecutionContext, config: ModelConfig, pipeline: PipelineHome, warehouse: Warehouse):
-    q = context.partition_key
+    q = parse_quarter(context.partition_key)
     with warehouse.get_connection() as con:
-        matrix, kept = read_matrix(con, q)
-        X = matrix[kept].to_numpy(dtype="float64")
+        features = read_features(con, q.key)
+        m = read_matrix(con, q.key, pipeline.models_dir(q.key) / SCALER_FILE)
+        if list(m.customer_ids) != list(features["customer_id"]):
+            raise dg.Failure(description=f"clustering_model {q.key}: scaled_matrix and customer_features hold "
+                                         "different customers: materialise scaled_matrix again")
+        kept, why_none = _kept_model(con, pipeline, q, config)
+        kwargs = _fit_kwargs(config)
+        drift, old_labels, score_error, refit_result = None, None, "", None
+        if kept is not None:
+            try:
+                Xk = kept.transform(features)
+                old_labels = kept.kmeans.predict(Xk)
+            except sm.ModelInputError as exc:
+                score_error = str(exc)
+            else:
+                drift = sm.measure_drift(
+                    kept, features, Xk, old_labels, max_silhouette_drop=config.max_silhouette_drop,
+                    max_far_share=config.max_far_share, check_names=config.refit_when_names_fail,
+                    silhouette_sample=config.silhouette_sample, seed=config.seed,
+                )
+        age = sm.quarters_between(kept.fitted_quarter, q.key) if kept is not None else 0
+        if kept is None:
+            decision, why = INITIAL, why_none
+        elif config.refit:
+            decision, why = REFIT, "forced in the run config (refit: true)"
+        elif score_error:
+            decision, why = REFIT, f"the kept model cannot score this quarter: {score_error}"
+        elif config.refit_every_quarters and age >= config.refit_every_quarters:
+            decision, why = REFIT, (f"cadence: the kept model was fitted on {parse_quarter(kept.fitted_quarter).label}, "
+                                    f"{age} quarters ago (refit_every_quarters = {config.refit_every_quarters})")
+        elif drift.breaches:
+            decision, why = REFIT, "drift: " + "; ".join(drift.breaches)
+        else:
+            decision, why = REUSED, (f"the kept model (fitted on {parse_quarter(kept.fitted_quarter).label}) still fits: "
+                                     "no drift rule breached")
         try:
-            result = cluster(
-                X,
-                k_range=(config.k_min, config.k_max),
-                business_range=(config.business_k_min, config.business_k_max),
-                seed=config.seed,
-                n_init=config.n_init,
-                silhouette_sample=config.silhouette_sample,
-                selection_sample=config.selection_sample,
-            )
+            if decision == INITIAL:
+                model = sm.fit_new(features, m, q.key, config=config.model_dump(), libraries=LIBRARIES, **kwargs)
+            elif decision == REFIT:
+                refit_result = sm.refit(kept, features, m, q.key, match_max_distance=config.match_max_distance,
+                                        config=config.model_dump(), libraries=LIBRARIES, old_labels=old_labels,
+                                        k_margin=config.refit_k_margin, **kwargs)
+                model = refit_result.model
+            else:
+                model = kept
         except ValueError as exc:
-            raise dg.Failure(description=f"clustering_model {q}: {exc}") from exc
-        scaler_art = joblib.load(pipeline.models_dir(q) / "scaler.joblib")
-        version = _sha256(np.ascontiguousarray(X).tobytes() + json.dumps(config.model_dump(), sort_keys=True).encode())[:12]
-        artifact = {
-            "quarter": q,
-            "version": version,
-            "model": result.model,
-            "k": result.k,
-            "features": kept,
-            "scaler": scaler_art["scaler"],
-            "scaler_features": scaler_art["features"],
-            "log_features": scaler_art["log_features"],
-            "trials": [t.__dict__ for t in result.trials],
-            "reason": result.reason,
-            "config": config.model_dump(),
-            "sklearn_version": sklearn.__version__,
-        }
+            raise dg.Failure(description=f"clustering_model {q.key}: {exc}") from exc
+        labels = model.predict_cluster(features)
+        sizes = np.bincount(labels, minlength=model.k)
+        X = model.transform(features)
+        current_sil = sm._silhouette(X, labels, config.silhouette_sample, config.seed)
         buf = io.BytesIO()
-        joblib.dump(artifact, buf)
-        path = pipeline.models_dir(q) / f"clustering_model-{version}.joblib"
-        sizes = np.bincount(result.labels, minlength=result.k)
-        trials = pd.DataFrame([t.__dict__ for t in result.trials])
+        joblib.dump(model, buf)
+        path = pipeline.models_dir(q.key) / MODEL_FILE
+        trials = pd.DataFrame(model.trials)
+        chosen = trials["k"] == model.k
         table = trials.assign(
-            quarter=q,
-            chosen=trials["k"] == result.k,
-            min_cluster_share=[float(sizes.min() / sizes.sum()) if k == result.k else None for k in trials["k"]],
-            n_customers=len(X),
+            quarter=q.key,
+            chosen=chosen,
+            min_cluster_share=[float(sizes.min() / sizes.sum()) if c else None for c in chosen],
+            n_customers=len(features),
             artifact_path=str(path.relative_to(pipeline.path)),  # relative: the home can move
             artifact_sha256=_sha256(buf.getvalue()),
-            reason=result.reason,
+            reason=model.reason,
+            model_version=model.version,
+            fitted_quarter=model.fitted_quarter,
+            parent_version=model.parent_version,
+            decision=decision,
+            decision_reason=why,
+            current_silhouette=[current_sil if c else None for c in chosen],
+            far_share=[drift.far_share if (c and drift) else None for c in chosen],
+            silhouette_drop=[drift.silhouette_drop if (c and drift) else None for c in chosen],
+            max_silhouette_drop=config.max_silhouette_drop,
+            max_far_share=config.max_far_share,
+            refit_every_quarters=config.refit_every_quarters,
+            refit_ari=[refit_result.ari if (c and refit_result) else None for c in chosen],
+            refit_name_change_share=[refit_result.name_change_share if (c and refit_result and refit_result.ari is not None)
+                                     else None for c in chosen],
         )
+        table = table.astype({"parent_version": "string", "current_silhouette": "Float64", "far_share": "Float64",
+                              "silhouette_drop": "Float64", "refit_ari": "Float64",
+                              "refit_name_change_share": "Float64", "min_cluster_share": "Float64"})
         stage = create_stage_from_df(con, MODEL, table)
+        fit_cfg = model.config or config.model_dump()
         yield from gate(
             context, con, MODEL, stage,
             {
-                "business_k_min": config.business_k_min,
-                "business_k_max": config.business_k_max,
+                # the k range the model was fitted under (a kept model keeps its k when the config changes)
+                "business_k_min": fit_cfg.get("business_k_min", config.business_k_min),
+                "business_k_max": fit_cfg.get("business_k_max", config.business_k_max),
                 "silhouette_floor": config.silhouette_floor,
                 "min_cluster_share": config.min_cluster_share,
             },
         )
         atomic_write_bytes(path, buf.getvalue())
-        publish_partition(con, MODEL, "quarter", q, stage)
+        publish_partition(con, MODEL, "quarter", q.key, stage)
 
-    centroids = pd.DataFrame(result.model.cluster_centers_, columns=kept).round(3)
-    centroids.insert(0, "cluster", range(result.k))
+    centroids = pd.DataFrame(model.kmeans.cluster_centers_, columns=model.kept).round(3)
+    centroids.insert(0, "segment", model.segment_names)
     centroids.insert(1, "customers", sizes)
-    yield dg.MaterializeResult(
-        metadata={
-            "k": result.k,
-            "why_this_k": result.reason,
-            "silhouette": float(trials.loc[trials.k == result.k, "silhouette"].iloc[0]),
-            "inertia": float(result.model.inertia_),
-            "k_trials": dg.MetadataValue.md(md_table(trials, floatfmt=".4f")),
-            "centroids_scaled": dg.MetadataValue.md(md_table(centroids, floatfmt=".3f")),
-            "artifact": dg.MetadataValue.path(str(path)),
-            "model_version": version,
-            "dagster/row_count": len(table),
+    thresholds = pd.DataFrame(
+        {
+            "rule": ["silhouette drop", "share far from every centroid", "name conditions", "cadence (quarters)"],
+            "this quarter": [
+                "n/a" if drift is None or drift.silhouette_drop is None else f"{drift.silhouette_drop:.3f}",
+                "n/a" if drift is None else f"{drift.far_share:.1%}",
+                "n/a" if drift is None else ("hold" if not drift.names_failing else "; ".join(drift.names_failing)),
+                str(age) if kept is not None else "n/a",
+            ],
+            "threshold": [f"{config.max_silhouette_drop:.3f}", f"{config.max_far_share:.0%}",
+                          "checked" if config.refit_when_names_fail else "not checked",
+                          str(config.refit_every_quarters or "never")],
         }
     )
+    metadata = {
+        "decision": decision,
+        "decision_reason": why,
+        "model_version": model.version,
+        "fitted_quarter": model.fitted_quarter,
+        "parent_version": model.parent_version or "none",
+        "k": model.k,
+        "why_this_k": model.reason,
+        "silhouette": float(current_sil) if current_sil is not None else float("nan"),
+        "fit_silhouette": float(model.fit_silhouette),
+        "drift_rules": dg.MetadataValue.md(thresholds.to_markdown(index=False)),
+        "k_trials": dg.MetadataValue.md(md_table(trials, floatfmt=".4f")),
+        "centroids_scaled": dg.MetadataValue.md(md_table(centroids, floatfmt=".3f")),
+        "artifact": dg.MetadataValue.path(str(path)),
+        "dagster/row_count": len(table),
+    }
+    if refit_result is not None:
+        metadata["names_carried_over"] = ", ".join(sorted(set(refit_result.carried.values()))) or "none"
+        metadata["names_given_afresh"] = ", ".join(sorted(set(refit_result.renamed.values()))) or "none"
+        if refit_result.ari is not None:
+            metadata["refit_adjusted_rand_index"] = round(refit_result.ari, 4)
+            metadata["refit_name_change_share"] = round(refit_result.name_change_share, 4)
+    yield dg.MaterializeResult(metadata=metadata)

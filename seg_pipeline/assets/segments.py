@@ -1,64 +1,40 @@
-"""segment_assignments: every customer of the quarter gets a cluster and a named segment with an action."""
+"""segment_assignments: every customer of the quarter with the cluster and segment name of the model in force."""
 
 
 import dagster as dg
-import joblib
 import numpy as np
 import pandas as pd
 
-from ..ml.naming import cluster_profiles, load_catalogue, name_clusters, segment_names
-from ..ml.scaling import log_transform, standardized_profile_space
+from ..ml.naming import segment_info
+from ..ml.segment_model import SegmentModel
 from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import PipelineHome, Warehouse
-from ..storage import create_stage_from_df, publish_partition, table_exists
+from ..storage import create_stage_from_df, publish_partition
+from ..tables import ModelFileError, chosen_model_row, load_model, quarter_assignments, read_features
 from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, md_table
-from .model import read_features, read_matrix
 
 TABLE = "segment_assignments"
 SUMMARY = "segment_summary"
 
 
-def segment_log_means(features: pd.DataFrame, segments: pd.Series, columns: list[str], log_features: list[str]) -> pd.DataFrame:
-    """Mean log1p feature values per segment name (the stability anchor for next quarter's naming)."""
-    logged = log_transform(features, columns, log_features)
-    return logged.groupby(segments.to_numpy()).mean()
+def assign_segments(features: pd.DataFrame, model: SegmentModel) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score every customer with the segment model (the same call as model.predict) and summarise per segment.
 
-
-def assign_segments(
-    features: pd.DataFrame, matrix: pd.DataFrame, artifact: dict, previous: pd.DataFrame | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Label every customer with its cluster and name each cluster from its centroid profile.
-
-    Returns (assignments, summary). Names come from the clusters' profiles (see ml/naming.py), so they do
-    not depend on the arbitrary cluster index. `previous`: last quarter's customers with their segment
-    and features, which keeps names stable from quarter to quarter."""
-    model = artifact["model"]
-    labels = model.predict(matrix[artifact["features"]].to_numpy(dtype="float64"))
-    feats = features.set_index("customer_id").loc[matrix["customer_id"]].reset_index()
-    cols, log_feats = artifact["scaler_features"], artifact["log_features"]
-    z = standardized_profile_space(feats, cols, log_feats)
-    logged = log_transform(feats, cols, log_feats)
-    prev_means = None
-    if previous is not None and not previous.empty:
-        prev_means = segment_log_means(previous, previous["segment"], cols, log_feats)
-    names = name_clusters(
-        cluster_profiles(z, labels),
-        raw_means=cluster_profiles(feats[cols].astype("float64"), labels),
-        log_means=cluster_profiles(logged, labels),
-        log_scale=logged.std(ddof=0),
-        previous=prev_means,
-    )
-    catalogue = load_catalogue().by_name()
+    Returns (assignments, summary)."""
+    labels = model.predict_cluster(features)
+    quarter = features["quarter"].iloc[0]
     assignments = pd.DataFrame(
         {
-            "quarter": features["quarter"].iloc[0],
-            "customer_id": matrix["customer_id"].to_numpy(),
-            "cluster": labels.astype("int32"),
-            "segment": [names[int(c)] for c in labels],
+            "quarter": quarter,
+            "customer_id": features["customer_id"].to_numpy(),
+            "cluster": labels,
+            "segment": [model.names[int(c)] for c in labels],
+            "model_version": model.version,
         }
     )
-    merged = assignments.merge(feats, on="customer_id", suffixes=("", "_f"))
+    merged = assignments.join(features[["recency_days", "frequency", "monetary", "avg_order_value"]])
     total_rev = merged["monetary"].sum()
+    info = {n: segment_info(n, model.descriptions) for n in model.segment_names}
     summary = (
         merged.groupby(["segment", "cluster"], as_index=False)
         .agg(
@@ -72,16 +48,26 @@ def assign_segments(
         .assign(
             share_customers=lambda d: d.customers / d.customers.sum(),
             share_revenue=lambda d: d.revenue / total_rev if total_rev else np.nan,
-            action=lambda d: d.segment.map(lambda s: catalogue[s].action),
-            description=lambda d: d.segment.map(lambda s: catalogue[s].description),
+            action=lambda d: d.segment.map(lambda s: info[s].action),
+            description=lambda d: d.segment.map(lambda s: info[s].description),
+            rank=lambda d: d.segment.map(lambda s: info[s].rank).astype("int32"),
         )
-        .sort_values("share_revenue", ascending=False)
+        .sort_values(["share_revenue", "segment"], ascending=[False, True], kind="mergesort")
         .reset_index(drop=True)
     )
-    summary.insert(0, "quarter", assignments["quarter"].iloc[0])
+    summary.insert(0, "quarter", quarter)
+    summary["model_version"] = model.version
     cols = ["quarter", "segment", "cluster", "customers", "share_customers", "revenue", "share_revenue",
-            "mean_recency_days", "mean_frequency", "mean_monetary", "mean_avg_order_value", "action", "description"]
+            "mean_recency_days", "mean_frequency", "mean_monetary", "mean_avg_order_value", "rank", "action",
+            "description", "model_version"]
     return assignments, summary[cols]
+
+
+def retained_changes(previous: pd.DataFrame, current: pd.DataFrame) -> tuple[int, int]:
+    """(customers in both quarters, of whom in another segment now)."""
+    both = previous[["customer_id", "segment"]].merge(current[["customer_id", "segment"]], on="customer_id",
+                                                      suffixes=("_prev", "_now"))
+    return len(both), int((both["segment_prev"] != both["segment_now"]).sum())
 
 
 @dg.asset(
@@ -89,48 +75,52 @@ def assign_segments(
     group_name=GROUP,
     owners=ANALYTICS_OWNERS,
     kinds={"duckdb", "scikitlearn"},
-    deps=["clustering_model", "customer_features"],
+    deps=[
+        "clustering_model",
+        "customer_features",
+        dg.AssetDep(TABLE, partition_mapping=dg.TimeWindowPartitionMapping(
+            start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)),
+    ],
     partitions_def=quarterly_partitions,
     check_specs=[contract_spec(TABLE)],
     description=(
-        "Every customer of the quarter with its cluster and segment name (High-Value Loyal, Bulk/Wholesale, "
-        "Growing Repeat, New Customers, At-Risk, Low-Value One-Time, Steady Mid-Value, Dormant). Names come "
-        "from each cluster's centroid profile matched one-to-one to the segment catalogue "
-        "(seg_pipeline/segments.yaml), never from the cluster index, so they stay stable across refits. "
-        "The companion table segment_summary holds one row per segment: customers, revenue shares, mean "
-        "recency/frequency/monetary and the recommended action."
+        "Every customer of the quarter with its cluster, segment name and the model_version that named it, "
+        "scored by the quarter's segment model (models/<quarter>/segment_model.joblib, the same .predict a CRM "
+        "team can call). Names are given by business conditions (seg_pipeline/segments.yaml) when the model is "
+        "fitted and kept with it, so a customer changes segment only when their own features move. The "
+        "companion table segment_summary holds one row per segment: customers, revenue shares, means, rank and "
+        "the recommended action. The metadata shows how many retained customers changed segment."
     ),
 )
 def segment_assignments(context: dg.AssetExecutionContext, pipeline: PipelineHome, warehouse: Warehouse):
-    q = context.partition_key
+    q = parse_quarter(context.partition_key)
     with warehouse.get_connection() as con:
-        row = next(iter(con.execute(
-            "SELECT artifact_path FROM clustering_model WHERE quarter = ? AND chosen", [q]
-        ).fetchall()), None)
+        row = chosen_model_row(con, q.key)
         if not row:
-            raise dg.Failure(description=f"clustering_model has no partition {q}: materialise it first")
-        artifact = joblib.load(pipeline.path / row[0])
-        features = read_features(con, q)
-        matrix, _ = read_matrix(con, q)
-        previous = con.execute(
-            "SELECT f.*, a.segment FROM customer_features f JOIN segment_assignments a USING (quarter, customer_id) "
-            "WHERE quarter = ?",
-            [parse_quarter(q).previous().key],
-        ).df() if table_exists(con, TABLE) else None
-        assignments, summary = assign_segments(features, matrix, artifact, previous)
+            raise dg.Failure(description=f"clustering_model has no partition {q.key}: materialise it first")
+        try:
+            model, model_path = load_model(pipeline.path, row)
+        except ModelFileError as exc:
+            raise dg.Failure(description=f"segment_assignments {q.key}: {exc}; materialise clustering_model "
+                                         f"{q.key} again") from None
+        features = read_features(con, q.key)
+        assignments, summary = assign_segments(features, model)
+        previous = quarter_assignments(con, q.previous().key)
         stage = create_stage_from_df(con, TABLE, assignments)
         create_stage_from_df(con, SUMMARY, summary)
         yield from gate(
             context, con, TABLE, stage,
             {
                 "customer_features_rows": len(features),
-                "segment_names": segment_names(),
+                "segment_names": model.segment_names,
+                "model_version": model.version,
                 "summary_table": f"__stage_{SUMMARY}",
             },
         )
-        publish_partition(con, [TABLE, SUMMARY], "quarter", q)
+        publish_partition(con, [TABLE, SUMMARY], "quarter", q.key)
 
-    shown = summary.drop(columns=["quarter", "description"])
+    retained, changed = retained_changes(previous, assignments)
+    shown = summary.drop(columns=["quarter", "description", "model_version"])
     top = summary.iloc[0]
     yield dg.MaterializeResult(
         metadata={
@@ -139,7 +129,13 @@ def segment_assignments(context: dg.AssetExecutionContext, pipeline: PipelineHom
             "headline": (
                 f"{top.segment}: {top.share_customers:.1%} of customers bring {top.share_revenue:.1%} of revenue"
             ),
-            "k": int(artifact["k"]),
-            "model_version": artifact["version"],
+            "k": model.k,
+            "model_version": model.version,
+            "model_decision": str(row["decision"]),
+            "model_fitted_quarter": model.fitted_quarter,
+            "model_file": dg.MetadataValue.path(str(model_path)),
+            "retained_customers": retained,
+            "retained_changed_segment": changed,
+            "retained_changed_share": round(changed / retained, 4) if retained else 0.0,
         }
     )

@@ -21,7 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-NEW, LAPSED = "new", "lapsed"  # the pseudo-segments of segment_migration_history
+# the pseudo-segments of segment_migration_history: first purchase ever this quarter; bought before but not in
+# the previous quarter's look-back window; left the look-back window
+NEW, RETURNING, LAPSED = "new", "returning", "lapsed"
+ARRIVALS = (NEW, RETURNING)
 PROFILE_FEATURES = ["recency_days", "frequency", "monetary", "avg_order_value", "distinct_products"]
 _EPS = 1e-12
 
@@ -134,15 +137,15 @@ def headline(profile: pd.DataFrame) -> str:
 # -------------------------------------------------------------------------------------------- segments
 
 
-def segment_profile(customers: pd.DataFrame, catalogue=None) -> pd.DataFrame:
+def segment_profile(customers: pd.DataFrame, catalogue=None, descriptions: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per segment from one row per customer (customer_id, segment, cluster and PROFILE_FEATURES):
     customers and their share, revenue (sum of monetary) and its share, mean and median of every profile
-    feature, the segment's rank, description and action. Sorted by revenue, largest first."""
-    if catalogue is None:
-        from ..ml.naming import load_catalogue
+    feature, the segment's rank, description and action. Sorted by revenue, largest first. `descriptions`:
+    the model's descriptive (non-catalogue) names and what they mean."""
+    from ..ml.naming import load_catalogue, segment_info
 
-        catalogue = load_catalogue()
-    seg = catalogue.by_name()
+    by_name = (catalogue or load_catalogue()).by_name()
+    info = {s: by_name.get(s) or segment_info(s, descriptions) for s in customers["segment"].unique()}
     g = customers.groupby("segment", sort=False)
     out = g.agg(cluster=("cluster", "min"), customers=("customer_id", "size"), revenue=("monetary", "sum"))
     for f in PROFILE_FEATURES:
@@ -152,9 +155,9 @@ def segment_profile(customers: pd.DataFrame, catalogue=None) -> pd.DataFrame:
     total_c, total_r = out["customers"].sum(), out["revenue"].sum()
     out.insert(3, "share_customers", out["customers"] / total_c)
     out.insert(5, "share_revenue", out["revenue"] / total_r if total_r > 0 else 0.0)
-    out.insert(2, "rank", [seg[s].rank if s in seg else 0 for s in out["segment"]])
-    out["description"] = [seg[s].description if s in seg else "" for s in out["segment"]]
-    out["action"] = [seg[s].action if s in seg else "" for s in out["segment"]]
+    out.insert(2, "rank", [info[s].rank for s in out["segment"]])
+    out["description"] = [info[s].description for s in out["segment"]]
+    out["action"] = [info[s].action for s in out["segment"]]
     out = out.astype({"cluster": "int32", "rank": "int32", "customers": "int64"})
     return out.sort_values(["revenue", "segment"], ascending=[False, True], kind="mergesort").reset_index(drop=True)
 
@@ -253,19 +256,20 @@ def winback(
 
 # ----------------------------------------------------------------------------------------------- migration
 
-MOVE_KINDS = ["stayed", "upgraded", "downgraded", "sideways", "new", "lapsed", "unranked"]
+MOVE_KINDS = ["stayed", "upgraded", "downgraded", "sideways", "new", "returning", "lapsed", "unranked"]
 
 
 def classify_moves(history: pd.DataFrame, ranks: dict[str, int]) -> pd.Series:
-    """Per migration row: 'new' (from 'new'), 'lapsed' (to 'lapsed'), 'stayed' (same segment), 'upgraded' /
+    """Per migration row: 'new' / 'returning' (from 'new' / 'returning'), 'lapsed' (to 'lapsed'), 'stayed'
+    (same segment), 'upgraded' /
     'downgraded' (to a segment of higher / lower rank), 'sideways' (another segment of equal rank),
     'unranked' (either segment has no rank, i.e. rank 0 or unknown)."""
     f, t = history["from_segment"].astype(str), history["to_segment"].astype(str)
     rf = f.map(ranks).fillna(0).astype(int)
     rt = t.map(ranks).fillna(0).astype(int)
     kind = np.select(
-        [f == NEW, t == LAPSED, f == t, (rf <= 0) | (rt <= 0), rt > rf, rt < rf],
-        ["new", "lapsed", "stayed", "unranked", "upgraded", "downgraded"],
+        [f == NEW, f == RETURNING, t == LAPSED, f == t, (rf <= 0) | (rt <= 0), rt > rf, rt < rf],
+        ["new", "returning", "lapsed", "stayed", "unranked", "upgraded", "downgraded"],
         default="sideways",
     )
     return pd.Series(kind, index=history.index, name="move")
@@ -277,15 +281,17 @@ def count_moves(history: pd.DataFrame, ranks: dict[str, int]) -> dict[str, int]:
 
 
 def transition_counts(history: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
-    """Customers per (from_segment, to_segment); rows and columns in `order` ('new' last among rows,
-    'lapsed' last among columns) when given."""
+    """The transition matrix: customers per (from_segment, to_segment). Segments in `order` first (default:
+    alphabetical), then 'returning' and 'new' last among rows and 'lapsed' last among columns. The one
+    definition of the matrix (metadata, report, plots and the CLI use it)."""
     counts = pd.crosstab(history["from_segment"], history["to_segment"])
-    if order:
-        rows = [s for s in order if s in counts.index] + [s for s in counts.index if s not in order and s != NEW]
-        cols = [s for s in order if s in counts.columns] + [s for s in counts.columns if s not in order and s != LAPSED]
-        rows += [NEW] if NEW in counts.index else []
-        cols += [LAPSED] if LAPSED in counts.columns else []
-        counts = counts.loc[rows, cols]
+    order = list(order or [])
+    rows = [s for s in order if s in counts.index] + sorted(s for s in counts.index if s not in order and s not in ARRIVALS)
+    cols = [s for s in order if s in counts.columns] + sorted(s for s in counts.columns if s not in order and s != LAPSED)
+    rows += [s for s in (RETURNING, NEW) if s in counts.index]
+    cols += [LAPSED] if LAPSED in counts.columns else []
+    counts = counts.loc[rows, cols]
+    counts.index.name, counts.columns.name = "from_segment", "to_segment"
     return counts
 
 
@@ -298,6 +304,81 @@ def biggest_moves(history: pd.DataFrame, ranks: dict[str, int], n: int = 3) -> p
     flows["move"] = classify_moves(flows, ranks)
     return flows.sort_values(["customers", "from_segment", "to_segment"], ascending=[False, True, True],
                              kind="mergesort").head(n).reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------ stability
+
+
+@dataclass(frozen=True)
+class Stability:
+    """Whether the quarter's segment model was fitted, reused or refitted, why, and how much of the migration
+    is customers moving rather than the model."""
+
+    decision: str  # initial_fit / reused / refit
+    reason: str
+    model_version: str
+    fitted_label: str  # the quarter the model in force was fitted on, e.g. 2010-Q4
+    model_changed: bool  # this quarter's model differs from the previous quarter's
+    retained: int  # customers in both quarters' windows
+    retained_changed: int  # of whom in another segment now
+    current_silhouette: float | None
+    fit_silhouette: float | None
+    silhouette_drop: float | None
+    max_silhouette_drop: float | None
+    far_share: float | None
+    max_far_share: float | None
+    refit_ari: float | None
+    refit_name_change_share: float | None
+
+    @property
+    def retained_changed_share(self) -> float:
+        return self.retained_changed / self.retained if self.retained else 0.0
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(figure, this quarter, threshold) for the report's table."""
+        def f(x, fmt):
+            return "n/a" if x is None or pd.isna(x) else format(x, fmt)
+
+        out = [("silhouette of the model on this quarter", f(self.current_silhouette, ".3f"),
+                f"fit: {f(self.fit_silhouette, '.3f')}"),
+               ("silhouette drop since the fit", f(self.silhouette_drop, ".3f"), f"refit above {f(self.max_silhouette_drop, '.3f')}"),
+               ("customers far from every centroid", f(self.far_share, ".1%"), f"refit above {f(self.max_far_share, '.0%')}"),
+               ("retained customers who changed segment", f"{self.retained_changed_share:.1%}",
+                f"{self.retained_changed:,} of {self.retained:,}")]
+        if self.refit_ari is not None and not pd.isna(self.refit_ari):
+            out += [("agreement of old and new model (adjusted Rand index)", f(self.refit_ari, ".3f"), "1 = identical"),
+                    ("customers renamed by the refit itself", f(self.refit_name_change_share, ".1%"), "")]
+        return out
+
+
+def _num(x):
+    return None if x is None or pd.isna(x) else float(x)
+
+
+def stability(chosen: dict, history: pd.DataFrame, quarter_label: str) -> Stability:
+    """Stability figures of a quarter from its chosen clustering_model row and its migration rows."""
+    fitted = str(chosen.get("fitted_quarter") or "")
+    fitted_label = f"{fitted[:4]}-Q{(int(fitted[5:7]) - 1) // 3 + 1}" if fitted else quarter_label
+    retained = history[~history["from_segment"].isin(ARRIVALS) & (history["to_segment"] != LAPSED)]
+    fit_sil = chosen.get("silhouette")
+    versions = history["from_model_version"].dropna()
+    return Stability(
+        decision=str(chosen.get("decision") or ""),
+        reason=str(chosen.get("decision_reason") or ""),
+        model_version=str(chosen.get("model_version") or ""),
+        fitted_label=fitted_label,
+        model_changed=bool(len(versions)) and bool((versions != history["to_model_version"]).any()),
+        retained=len(retained),
+        retained_changed=int((retained["from_segment"] != retained["to_segment"]).sum()),
+        current_silhouette=_num(chosen.get("current_silhouette")),
+        fit_silhouette=_num(fit_sil),
+        silhouette_drop=_num(chosen.get("silhouette_drop")),
+        max_silhouette_drop=_num(chosen.get("max_silhouette_drop")),
+        far_share=_num(chosen.get("far_share")),
+        max_far_share=_num(chosen.get("max_far_share")),
+        refit_ari=_num(chosen.get("refit_ari")),
+        refit_name_change_share=_num(chosen.get("refit_name_change_share")),
+    )
 
 
 # ---------------------------------------------------------------------------------------- k selection

@@ -21,11 +21,11 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import PathPatch, Rectangle  # noqa: E402
 from matplotlib.path import Path as MplPath  # noqa: E402
 
-from .analysis import LAPSED, NEW, Concentration  # noqa: E402
+from .analysis import LAPSED, NEW, RETURNING, Concentration  # noqa: E402
 
 DPI = 100
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
-PSEUDO = {NEW: "#9e9e9e", LAPSED: "#616161"}
+PSEUDO = {NEW: "#9e9e9e", RETURNING: "#bdbdbd", LAPSED: "#616161"}
 BLUES = LinearSegmentedColormap.from_list("share", ["#f7fbff", "#c6dbef", "#6baed6", "#2171b5", "#08306b"])
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from .analysis import Concentration
+from .analysis import Concentration, Stability
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 REPORT_HTML = "report.html"
@@ -68,6 +68,7 @@ class ReportData:
     trials: pd.DataFrame
     k: int
     k_reason: str
+    stability: Stability | None = None
     plots: list[Plot] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # label -> file name in the report folder
     generated_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
@@ -145,17 +146,18 @@ def migration_sentence(d: ReportData) -> str:
     m = d.moves
     if d.first_quarter:
         return (
-            f"{d.quarter_label} is the first quarter segmented: all {m['new']:,} customers are new, there is no "
-            "migration yet."
+            f"{d.quarter_label} is the first quarter segmented: all {m['new'] + m['returning']:,} customers are "
+            "new, there is no migration yet."
         )
     txt = (
         f"Since {d.previous_label}: {m['upgraded']:,} customers moved up to a more valuable segment and "
-        f"{m['downgraded']:,} moved down; {m['stayed']:,} stayed, {m['new']:,} are new and {m['lapsed']:,} lapsed "
+        f"{m['downgraded']:,} moved down; {m['stayed']:,} stayed, {m['new']:,} are new (first purchase ever), "
+        f"{m['returning']:,} came back after a gap and {m['lapsed']:,} lapsed "
         f"(no purchase in the last {d.lookback_months} months)."
     )
     if m.get("sideways"):
         txt += f" {m['sideways']:,} moved between segments of equal value."
-    big = d.biggest_moves[~d.biggest_moves["move"].isin(["new"])].head(2)
+    big = d.biggest_moves[~d.biggest_moves["move"].isin(["new", "returning"])].head(2)
     if not big.empty:
         flows = [f"{r.from_segment} to {r.to_segment} ({r.customers:,} customers)" for r in big.itertuples()]
         txt += " Largest moves: " + _list(flows) + "."
@@ -172,6 +174,23 @@ def concentration_sentence(d: ReportData) -> str:
     )
 
 
+def stability_sentence(d: ReportData) -> str:
+    s = d.stability
+    if s is None:
+        return ""
+    if s.decision == "initial_fit":
+        return f"The segment model was fitted on {d.quarter_label} ({s.reason}); later quarters keep it."
+    if s.decision == "reused":
+        return (f"The segment model fitted on {s.fitted_label} was kept ({s.reason}): every move above is a "
+                f"customer's own behaviour; {s.retained_changed_share:.1%} of retained customers changed segment.")
+    txt = f"The segment model was refitted on {d.quarter_label}: {s.reason}."
+    if s.refit_name_change_share is not None:
+        txt += (f" On the same customers the old and new models agree with adjusted Rand index {s.refit_ari:.2f}; "
+                f"the refit itself renamed {s.refit_name_change_share:.1%} of them, so that part of the moves is "
+                "the model, not behaviour.")
+    return txt
+
+
 def k_sentence(d: ReportData) -> str:
     why = d.k_reason.rstrip(".")
     return f"The customers were split into {d.k} clusters" + (f" ({why})." if why else ".")
@@ -185,6 +204,7 @@ def key_findings(d: ReportData) -> list[str]:
         winback_sentence(d),
         migration_sentence(d),
         k_sentence(d),
+        stability_sentence(d),
     ]
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
-import pandas as pd
+
+from .analysis import transition_counts
 
 
 class WarehouseBusy(RuntimeError):
@@ -42,7 +43,7 @@ def latest_summary(database: Path, quarter: str | None = None):
                 "SELECT from_segment, to_segment FROM segment_migration_history WHERE quarter = ?", [quarter]
             ).df()
             if not hist.empty:
-                counts = pd.crosstab(hist["from_segment"], hist["to_segment"])
+                counts = transition_counts(hist, list(summary["segment"]))
         top = summary.iloc[0]
         headline = (
             f"{top.segment}: {top.share_customers:.1%} of customers bring {top.share_revenue:.1%} of revenue."

@@ -1,8 +1,13 @@
-"""Name clusters from their centroid profiles, never from the arbitrary cluster index.
+"""Name clusters by what their customers are, in absolute business terms, never by the cluster index.
 
-The catalogue (seg_pipeline/segments.yaml) holds every name with its description, action, a profile in
-standardised log-feature space, plain business conditions, and the weights of the cost terms. Naming is
-a one-to-one assignment (Hungarian, scipy.optimize.linear_sum_assignment) of clusters to names.
+The catalogue (seg_pipeline/segments.yaml) holds every name with its description, action, value rank, the
+business `conditions` a cluster must meet to carry the name, and a `profile` that breaks ties. Conditions are
+on plain figures of the cluster's customers (medians: days, orders, money; `*_ratio`: the cluster's median
+over the median customer of the quarter, e.g. `avg_order_value_ratio: {min: 5}` = orders five times the
+typical customer's). A name is given only when all its conditions hold. Among the names a cluster qualifies
+for, a one-to-one assignment (Hungarian, scipy.optimize.linear_sum_assignment) picks the best profile fit. A
+cluster that qualifies for no free name gets an honest descriptive name built from its figures (e.g.
+"Active repeat high-spend"), never the least-bad wrong one.
 """
 
 from __future__ import annotations
@@ -20,33 +25,47 @@ from ..settings import PACKAGE_DIR
 
 CATALOGUE_PATH = PACKAGE_DIR / "segments.yaml"
 
+# the figures conditions may use: medians of these features, and <feature>_ratio for the relative ones
+FIGURE_FEATURES = ["recency_days", "frequency", "monetary", "avg_order_value", "distinct_products",
+                   "purchase_span_days", "tenure_days"]
+RATIO_FEATURES = ["monetary", "avg_order_value", "distinct_products", "frequency"]
+FIGURES = FIGURE_FEATURES + [f"{f}_ratio" for f in RATIO_FEATURES]
+_FORBIDDEN, _DESCRIPTIVE = 1e9, 1e4  # costs: a name whose conditions fail; a descriptive name
+
 
 @dataclass(frozen=True)
 class Segment:
     name: str
     description: str
     action: str
-    profile: dict[str, float]
-    requires: dict[str, dict[str, float]] = field(default_factory=dict)
+    profile: dict[str, float] = field(default_factory=dict)
+    conditions: dict[str, dict[str, float]] = field(default_factory=dict)
     rank: int = 0  # business value order for upgrade/downgrade counting (higher = more valuable; 0 = unranked)
 
-    def broken_requirements(self, means: pd.Series) -> int:
-        broken = 0
-        for feat, bounds in self.requires.items():
-            if feat not in means.index or pd.isna(means[feat]):
+    def broken_conditions(self, figures: pd.Series, tolerance: float = 0.0) -> list[str]:
+        """The conditions the cluster's figures break, in words; [] = the name fits. A condition on a figure
+        the data cannot compute (e.g. distinct_products of an order-level source) is broken: a name is
+        never given on evidence that is not there. `tolerance`: bounds widened by this share (min x (1 - t),
+        max x (1 + t)): the hysteresis under which a name, once given, is kept (see `keep_tolerance`)."""
+        broken = []
+        for fig, bounds in self.conditions.items():
+            value = figures.get(fig, np.nan)
+            if value is None or pd.isna(value):
+                broken.append(f"{fig} not computable")
                 continue
-            if "min" in bounds and means[feat] < bounds["min"]:
-                broken += 1
-            if "max" in bounds and means[feat] > bounds["max"]:
-                broken += 1
+            lo = bounds.get("min")
+            hi = bounds.get("max")
+            if lo is not None and value < lo * (1 - tolerance):
+                broken.append(f"{fig} {value:,.4g} < {lo * (1 - tolerance):g}")
+            if hi is not None and value > hi * (1 + tolerance):
+                broken.append(f"{fig} {value:,.4g} > {hi * (1 + tolerance):g}")
         return broken
 
 
 @dataclass(frozen=True)
 class Catalogue:
     segments: tuple[Segment, ...]
-    requirement_penalty: float = 10.0
-    stability_weight: float = 1.0
+    keep_tolerance: float = 0.25  # hysteresis: a given name is kept while its bounds, widened by this, hold
 
     def __iter__(self):
         return iter(self.segments)
@@ -61,83 +80,146 @@ class Catalogue:
         return {s.name: s for s in self.segments}
 
 
+class CatalogueError(ValueError):
+    pass
+
+
 @lru_cache(maxsize=None)
 def load_catalogue(path: Path = CATALOGUE_PATH) -> Catalogue:
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    segs = tuple(Segment(**s) for s in data["segments"])
+    segs = []
+    for i, s in enumerate(data.get("segments") or []):
+        unknown = set(s) - {"name", "description", "action", "profile", "conditions", "rank"}
+        if unknown:
+            raise CatalogueError(f"{path}: segment #{i + 1} has unknown key(s) {sorted(unknown)}")
+        for fig, bounds in (s.get("conditions") or {}).items():
+            if fig not in FIGURES:
+                raise CatalogueError(f"{path}: segment {s.get('name')!r}: unknown figure {fig!r} in conditions "
+                                     f"(known: {FIGURES})")
+            if not isinstance(bounds, dict) or not bounds or set(bounds) - {"min", "max"}:
+                raise CatalogueError(f"{path}: segment {s.get('name')!r}: condition {fig} must be "
+                                     "{min: x} and/or {max: y}")
+        segs.append(Segment(**s))
     names = [s.name for s in segs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"{path}: segment names must be unique")
-    return Catalogue(
-        segments=segs,
-        requirement_penalty=float(data.get("requirement_penalty", 10.0)),
-        stability_weight=float(data.get("stability_weight", 1.0)),
-    )
+    if not names or len(set(names)) != len(names):
+        raise CatalogueError(f"{path}: segment names must be present and unique")
+    return Catalogue(segments=tuple(segs), keep_tolerance=float(data.get("keep_tolerance", 0.25)))
 
 
 def segment_names(catalogue: Catalogue | None = None) -> list[str]:
     return [s.name for s in (catalogue or load_catalogue())]
 
 
-def cluster_profiles(z: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
-    """Mean of every column per cluster (rows: cluster index)."""
-    return z.groupby(labels).mean().sort_index()
+def cluster_figures(features: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
+    """Per cluster (rows: cluster index): customers, the medians of FIGURE_FEATURES, the `*_ratio` figures
+    (cluster median / median of all customers given) and `z_<feature>`, the mean log1p value in standard
+    deviations of all customers given (the space of the catalogue's tie-breaking profiles)."""
+    labels = np.asarray(labels)
+    present = [f for f in FIGURE_FEATURES if f in features.columns]
+    raw = features[present].astype("float64").reset_index(drop=True)
+    g = raw.groupby(labels)
+    out = g.median()
+    out.insert(0, "customers", g.size())
+    for f in RATIO_FEATURES:
+        if f in raw.columns:
+            typical = raw[f].median()
+            out[f"{f}_ratio"] = out[f] / typical if typical and typical > 0 else np.nan
+    logged = np.log1p(raw.clip(lower=0))
+    std = logged.std(ddof=0).replace(0, 1.0)
+    z = ((logged - logged.mean()) / std).groupby(labels).mean()
+    for f in present:
+        out[f"z_{f}"] = z[f]
+    return out.sort_index()
 
 
-def _profile_cost(profiles: pd.DataFrame, catalogue: Catalogue) -> np.ndarray:
-    cost = np.zeros((len(profiles), len(catalogue)))
-    for j, seg in enumerate(catalogue):
-        feats = [f for f in seg.profile if f in profiles.columns]
-        if not feats:
-            cost[:, j] = 1e6
+def _profile_cost(figures: pd.DataFrame, seg: Segment) -> np.ndarray:
+    feats = [f for f in seg.profile if f"z_{f}" in figures.columns and figures[f"z_{f}"].notna().all()]
+    if not feats:
+        return np.zeros(len(figures))
+    diff = figures[[f"z_{f}" for f in feats]].to_numpy() - np.array([seg.profile[f] for f in feats])
+    return (diff**2).mean(axis=1)
+
+
+# descriptive names: one word per figure, each word meaning a range of the figure (its condition)
+_TIERS = {
+    "recency_days": [("Active", None, 90), ("Cooling", 90, 180), ("Lapsing", 180, None)],
+    "frequency": [("one-time", None, 1), ("repeat", 1, 3), ("frequent", 3, None)],
+    "monetary_ratio": [("low-spend", None, 0.5), ("mid-spend", 0.5, 2.0), ("high-spend", 2.0, None)],
+}
+
+
+def descriptive_segment(fig: pd.Series) -> Segment:
+    """An honest name for a cluster no catalogue name fits, built from its figures (e.g. "Cooling repeat
+    mid-spend"), with the figure ranges its words stand for as its conditions, so it is held to them like
+    any catalogue name."""
+    words, conditions = [], {}
+    for figure, tiers in _TIERS.items():
+        value = fig.get(figure, np.nan)
+        if value is None or pd.isna(value):
             continue
-        target = np.array([seg.profile[f] for f in feats])
-        diff = profiles[feats].to_numpy() - target
-        cost[:, j] = (diff**2).sum(axis=1) / len(feats)
-    return cost
+        for word, lo, hi in tiers:
+            if (lo is None or value > lo) and (hi is None or value <= hi):
+                words.append(word)
+                conditions[figure] = {k: v for k, v in (("min", lo), ("max", hi)) if v is not None}
+                break
+    ratio = fig.get("monetary_ratio", np.nan)
+    desc = (f"No catalogue segment fits this group: median {fig.get('recency_days', np.nan):,.0f} days since the "
+            f"last order, {fig.get('frequency', np.nan):,.1f} orders, spend {ratio:,.2f}x the typical customer's.")
+    return Segment(
+        name=" ".join(words) if words else "Unnamed group",
+        description=desc,
+        action="No catalogue action: review this group, and add a segment to seg_pipeline/segments.yaml if it "
+               "recurs.",
+        conditions=conditions,
+    )
 
 
-def _stability_cost(log_means: pd.DataFrame, log_scale: pd.Series, previous: pd.DataFrame, catalogue: Catalogue) -> np.ndarray:
-    """Distance from each cluster to last quarter's customers of each name (log space, in units of this
-    quarter's spread). Names absent last quarter get each cluster's mean distance: neither favoured nor
-    penalised."""
-    feats = [f for f in log_means.columns if f in previous.columns]
-    cost = np.full((len(log_means), len(catalogue)), np.nan)
-    scale = log_scale[feats].replace(0, 1.0).to_numpy()
-    for j, seg in enumerate(catalogue):
-        if seg.name in previous.index:
-            diff = (log_means[feats].to_numpy() - previous.loc[seg.name, feats].to_numpy()) / scale
-            cost[:, j] = (diff**2).mean(axis=1)
-    known = ~np.isnan(cost)
-    counts = known.sum(axis=1, keepdims=True)
-    row_mean = np.where(counts > 0, np.where(known, cost, 0.0).sum(axis=1, keepdims=True) / np.maximum(counts, 1), 0.0)
-    return np.where(known, cost, row_mean)
-
-
-def name_clusters(
-    profiles: pd.DataFrame,
-    catalogue: Catalogue | None = None,
-    raw_means: pd.DataFrame | None = None,
-    log_means: pd.DataFrame | None = None,
-    log_scale: pd.Series | None = None,
-    previous: pd.DataFrame | None = None,
-) -> dict[int, str]:
-    """Give each cluster a distinct segment name.
-
-    profiles:  per cluster, mean z-score of each log feature (the space of the catalogue's profiles);
-    raw_means: per cluster, mean raw feature values (for the catalogue's `requires` conditions);
-    log_means, log_scale, previous: per cluster mean log1p features, this quarter's standard deviation of
-               each log feature, and last quarter's mean log1p features per segment name (stability term).
-    """
+def name_clusters(figures: pd.DataFrame, catalogue: Catalogue | None = None,
+                  fixed: dict[int, str] | None = None) -> tuple[dict[int, str], dict[str, Segment]]:
+    """Give each cluster (rows of `cluster_figures`) a distinct name: the catalogue name whose conditions it
+    meets with the best profile fit (one-to-one over all clusters), else a descriptive name. `fixed`:
+    clusters whose names are already decided (carried over from a kept model); their names are not offered
+    to the others. Returns (names by cluster, the descriptive segments by name)."""
     catalogue = catalogue or load_catalogue()
-    if len(profiles) > len(catalogue):
-        raise ValueError(f"{len(profiles)} clusters but only {len(catalogue)} segment names in the catalogue")
-    cost = _profile_cost(profiles, catalogue)
-    if raw_means is not None:
-        for i, idx in enumerate(profiles.index):
-            for j, seg in enumerate(catalogue):
-                cost[i, j] += catalogue.requirement_penalty * seg.broken_requirements(raw_means.loc[idx])
-    if previous is not None and not previous.empty and log_means is not None and log_scale is not None:
-        cost += catalogue.stability_weight * _stability_cost(log_means.loc[profiles.index], log_scale, previous, catalogue)
-    rows, cols = linear_sum_assignment(cost)
-    return {int(profiles.index[r]): catalogue[c].name for r, c in zip(rows, cols)}
+    fixed = dict(fixed or {})
+    free = [c for c in figures.index if int(c) not in fixed]
+    segs = [s for s in catalogue if s.name not in fixed.values()]
+    names = {int(c): n for c, n in fixed.items()}
+    descriptive: dict[str, Segment] = {}
+    if free:
+        sub = figures.loc[free]
+        cost = np.full((len(free), len(segs) + len(free)), _DESCRIPTIVE)
+        for j, seg in enumerate(segs):
+            fit = _profile_cost(sub, seg)
+            for i, c in enumerate(free):
+                cost[i, j] = _FORBIDDEN if seg.broken_conditions(sub.loc[c]) else fit[i]
+        rows, cols = linear_sum_assignment(cost)
+        taken = set(names.values())
+        for r, col in sorted(zip(rows, cols)):
+            c = int(free[r])
+            if col < len(segs) and cost[r, col] < _FORBIDDEN:
+                names[c] = segs[col].name
+            else:
+                seg = descriptive_segment(figures.loc[c])
+                name, n = seg.name, 2
+                while name in taken or name in names.values():
+                    name, n = f"{seg.name} ({n})", n + 1
+                names[c] = name
+                descriptive[name] = Segment(name=name, description=seg.description, action=seg.action,
+                                            conditions=seg.conditions)
+            taken.add(names[c])
+    return dict(sorted(names.items())), descriptive
+
+
+def segment_info(name: str, descriptions: dict[str, str] | None = None) -> Segment:
+    """The catalogue entry of a name, or an unranked entry for a descriptive name (`descriptions`: what
+    the model's descriptive names mean)."""
+    seg = load_catalogue().by_name().get(name)
+    if seg is not None:
+        return seg
+    return Segment(
+        name=name,
+        description=(descriptions or {}).get(name, "No catalogue segment fits this group."),
+        action="No catalogue action: review this group, and add a segment to seg_pipeline/segments.yaml if it "
+               "recurs.",
+    )

@@ -7,12 +7,13 @@ import hashlib
 import itertools
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
 
 from seg_pipeline.ml.clustering import choose_k, cluster, elbow_k, KTrial
-from seg_pipeline.ml.naming import load_catalogue, name_clusters, segment_names
+from seg_pipeline.ml.naming import cluster_figures, load_catalogue
 from seg_pipeline.ml.scaling import CANDIDATE_FEATURES, build_matrix, prune_correlated
 from tests.conftest import read_table
 from tests.pipeline.helpers import run_core
@@ -80,15 +81,24 @@ def test_same_input_gives_bit_identical_features_and_artifacts(full_run, second_
 
 def test_artifacts_are_versioned_and_match_their_hash(full_run):
     home, quarters = full_run
-    rows = read_table(home, "SELECT quarter, artifact_path, artifact_sha256, k FROM clustering_model WHERE chosen")
-    assert sorted(rows.quarter) == quarters
+    rows = read_table(home, "SELECT quarter, artifact_path, artifact_sha256, k, model_version, decision, fitted_quarter "
+                            "FROM clustering_model WHERE chosen ORDER BY quarter")
+    assert rows.quarter.tolist() == quarters
     for r in rows.itertuples():
         assert not Path(r.artifact_path).is_absolute()  # relative to the home: the home can move
         path = Path(home) / r.artifact_path
-        assert path.parent == Path(home) / "models" / r.quarter
-        assert path.name.startswith("clustering_model-") and path.suffix == ".joblib"
+        assert path == Path(home) / "models" / r.quarter / "segment_model.joblib"
         assert hashlib.sha256(path.read_bytes()).hexdigest() == r.artifact_sha256
         assert (path.parent / "scaler.joblib").is_file()
+        model = joblib.load(path)
+        assert (model.version, model.k, model.fitted_quarter) == (r.model_version, r.k, r.fitted_quarter)
+        assert model.library_versions["scikit-learn"]
+    # a reused quarter's model is the previous quarter's model; a fit or refit is a new version
+    for prev, cur in zip(rows.itertuples(), list(rows.itertuples())[1:]):
+        if cur.decision == "reused":
+            assert cur.model_version == prev.model_version and cur.fitted_quarter == prev.fitted_quarter
+        else:
+            assert cur.model_version != prev.model_version and cur.fitted_quarter == cur.quarter
 
 
 def test_segments_do_not_depend_on_row_order(full_run, shuffled_run):
@@ -109,44 +119,89 @@ def test_segments_do_not_depend_on_row_order(full_run, shuffled_run):
 
 
 def test_model_choice_per_quarter(full_run):
+    """A fitted quarter tried every k of the range and took the best silhouette inside the business range (or,
+    at a refit, kept the kept model's k within the margin); a reused quarter shows its model's fit-time trials
+    and the drift figures that let it be reused."""
     home, quarters = full_run
     m = read_table(home, "SELECT * FROM clustering_model ORDER BY quarter, k")
     assert sorted(m.quarter.unique()) == quarters
-    for q, g in m.groupby("quarter"):
+    by_quarter = {q: g for q, g in m.groupby("quarter")}
+    assert by_quarter[quarters[0]].decision.iloc[0] == "initial_fit"
+    for q, g in by_quarter.items():
         assert g.chosen.sum() == 1, q
         chosen = g[g.chosen].iloc[0]
-        assert 4 <= chosen.k <= 6, q
-        assert g.k.tolist() == list(range(3, 9)), q  # every k of the default range 3..8 was tried
-        assert g.silhouette.between(-1, 1).all(), q
-        assert (g.inertia >= 0).all(), q
-        assert g.in_business_range.tolist() == [4 <= k <= 6 for k in g.k], q
-        # the chosen k has the best silhouette inside the business range
-        assert chosen.silhouette == pytest.approx(g[g.in_business_range].silhouette.max(), abs=1e-6), q
+        assert g.k.tolist() == list(range(3, 9)), q  # every k of the default range 3..8 was tried at the fit
+        assert g.silhouette.between(-1, 1).all() and (g.inertia >= 0).all(), q
+        best_in_range = g[g.k.between(4, 6)].silhouette.max()
+        assert chosen.silhouette >= best_in_range - 0.02 - 1e-9, q
         assert f"k={chosen.k}" in chosen.reason
         assert chosen.min_cluster_share > 0
         assert g[~g.chosen].min_cluster_share.isna().all()
+        assert chosen.decision_reason
+        if chosen.decision == "reused":
+            fit = by_quarter[chosen.fitted_quarter]
+            np.testing.assert_allclose(g.silhouette.to_numpy(), fit.silhouette.to_numpy())
+            assert not np.isnan(chosen.current_silhouette)
+            assert chosen.far_share <= chosen.max_far_share  # reused: no drift rule was breached
+            assert chosen.silhouette_drop <= chosen.max_silhouette_drop
 
 
-def test_assignments_cover_each_customer_once_with_catalogue_names(full_run):
+def test_assignments_cover_each_customer_once(full_run):
     home, quarters = full_run
-    names = set(segment_names())
     a = read_table(home, "SELECT * FROM segment_assignments")
     f = read_table(home, "SELECT quarter, customer_id FROM customer_features")
-    k = read_table(home, "SELECT quarter, k FROM clustering_model WHERE chosen")
-    k = dict(zip(k.quarter, k.k))
     assert not a.duplicated(["quarter", "customer_id"]).any()
     pd.testing.assert_frame_equal(
         a[["quarter", "customer_id"]].sort_values(["quarter", "customer_id"]).reset_index(drop=True),
         f.sort_values(["quarter", "customer_id"]).reset_index(drop=True),
     )
-    assert set(a.segment) <= names
-    for q, g in a.groupby("quarter"):
-        per_segment = g.groupby("segment").cluster.nunique()
-        assert (per_segment == 1).all(), q
-        per_cluster = g.groupby("cluster").segment.nunique()
-        assert (per_cluster == 1).all(), q
-        assert g.cluster.nunique() == k[q] == g.segment.nunique(), q
-        assert sorted(g.cluster.unique()) == list(range(k[q])), q
+    assert a.model_version.notna().all()
+
+
+def test_assignments_are_the_saved_models_predictions(full_run):
+    """segment_assignments of every quarter = models/<quarter>/segment_model.joblib .predict on the quarter's
+    customer_features, in any row order: the file a CRM team loads scores exactly as the pipeline did."""
+    home, quarters = full_run
+    for q in quarters:
+        model = joblib.load(Path(home) / "models" / q / "segment_model.joblib")
+        f = read_table(home, "SELECT * FROM customer_features WHERE quarter = ? ORDER BY customer_id", [q])
+        a = read_table(home, "SELECT * FROM segment_assignments WHERE quarter = ? ORDER BY customer_id", [q])
+        assert a.customer_id.tolist() == f.customer_id.tolist(), q
+        assert model.predict(f).tolist() == a.segment.tolist(), q
+        shuffled = f.sample(frac=1, random_state=1)
+        assert model.predict(shuffled).tolist() == a.set_index("customer_id").loc[shuffled.customer_id].segment.tolist()
+        assert (a.model_version == model.version).all(), q
+
+
+def test_without_a_refit_the_previous_model_names_every_customer(full_run):
+    """No model churn: in a quarter that reused the model, scoring its customers with the previous quarter's
+    saved model gives exactly the published names."""
+    home, quarters = full_run
+    decisions = read_table(home, "SELECT quarter, decision FROM clustering_model WHERE chosen")
+    decisions = dict(zip(decisions.quarter, decisions.decision))
+    reused = [(p, q) for p, q in zip(quarters, quarters[1:]) if decisions[q] == "reused"]
+    assert reused, decisions
+    for p, q in reused:
+        old = joblib.load(Path(home) / "models" / p / "segment_model.joblib")
+        f = read_table(home, "SELECT * FROM customer_features WHERE quarter = ? ORDER BY customer_id", [q])
+        a = read_table(home, "SELECT segment FROM segment_assignments WHERE quarter = ? ORDER BY customer_id", [q])
+        assert old.predict(f).tolist() == a.segment.tolist(), q
+
+
+def test_every_cluster_meets_the_conditions_of_its_name(full_run):
+    """Names mean something absolute: at the first fit every cluster meets its name's conditions exactly;
+    in every quarter each cluster's customers meet them within the catalogue's keep_tolerance."""
+    home, quarters = full_run
+    m = read_table(home, "SELECT quarter, decision FROM clustering_model WHERE chosen")
+    for q, decision in zip(m.quarter, m.decision):
+        model = joblib.load(Path(home) / "models" / q / "segment_model.joblib")
+        f = read_table(home, "SELECT * FROM customer_features WHERE quarter = ? ORDER BY customer_id", [q])
+        labels = model.predict_cluster(f)
+        assert model.names_failing(f, labels) == [], q
+        if decision == "initial_fit":
+            figures = cluster_figures(f, labels)
+            for c, name in model.names.items():
+                assert model.segment(name).broken_conditions(figures.loc[c]) == [], (q, name)
 
 
 def test_segment_summary_agrees_with_assignments(full_run):
@@ -169,7 +224,9 @@ def test_segment_summary_agrees_with_assignments(full_run):
     merged = s.merge(rev, on=["quarter", "segment"], suffixes=("", "_check"))
     assert merged.revenue.to_numpy() == pytest.approx(merged.revenue_check.to_numpy(), rel=1e-9)
     catalogue = {seg.name: seg.action for seg in load_catalogue()}
-    assert (s.action == s.segment.map(catalogue)).all()
+    named = s[s.segment.isin(list(catalogue))]
+    assert (named.action == named.segment.map(catalogue)).all()
+    assert s[~s.segment.isin(list(catalogue))].action.str.startswith("No catalogue action").all()
 
 
 def test_scaled_matrix_is_standardised(full_run):
@@ -291,70 +348,6 @@ def test_elbow_k():
     trials = [KTrial(k, inertia, 0.5, True) for k, inertia in zip(range(3, 8), [100, 40, 30, 25, 22])]
     assert elbow_k(trials) == 4
     assert elbow_k(trials[:2]) is None
-
-
-PROFILE_COLUMNS = ["recency_days", "frequency", "monetary", "avg_order_value", "distinct_products",
-                   "purchase_span_days", "tenure_days"]
-
-
-def _profiles(rows: dict[int, dict[str, float]]) -> pd.DataFrame:
-    return pd.DataFrame.from_dict(rows, orient="index", columns=PROFILE_COLUMNS).fillna(0.0).sort_index()
-
-
-HAND_PROFILES = {
-    0: {"recency_days": -1.0, "frequency": 1.5, "monetary": 1.5},
-    1: {"avg_order_value": 2.5, "monetary": 1.5},
-    2: {"recency_days": 1.4, "frequency": -0.5, "monetary": -0.5, "tenure_days": 0.8},
-    3: {"recency_days": -1.0, "frequency": -0.6, "tenure_days": -1.3},
-    4: {"recency_days": 0.8, "frequency": -0.9, "monetary": -1.0, "distinct_products": -0.9},
-}
-HAND_NAMES = {0: "High-Value Loyal", 1: "Bulk/Wholesale", 2: "Dormant", 3: "New Customers", 4: "Low-Value One-Time"}
-
-
-def test_name_clusters_on_hand_made_profiles():
-    names = name_clusters(_profiles(HAND_PROFILES))
-    assert names == HAND_NAMES
-
-
-def test_name_clusters_is_invariant_to_cluster_indices():
-    base = name_clusters(_profiles(HAND_PROFILES))
-    order = list(HAND_PROFILES)
-    for perm in itertools.islice(itertools.permutations(range(len(order))), 0, 120, 7):
-        relabel = {old: 10 + new for old, new in zip(order, perm)}  # arbitrary new cluster indices
-        profiles = _profiles({relabel[c]: p for c, p in HAND_PROFILES.items()})
-        names = name_clusters(profiles)
-        assert {old: names[relabel[old]] for old in order} == base
-
-
-@pytest.mark.parametrize("k", [4, 5, 6, 8])
-def test_name_clusters_gives_distinct_catalogue_names(k):
-    rng = np.random.default_rng(k)
-    profiles = pd.DataFrame(rng.normal(size=(k, len(PROFILE_COLUMNS))), columns=PROFILE_COLUMNS)
-    names = name_clusters(profiles)
-    assert sorted(names) == list(range(k))
-    assert len(set(names.values())) == k
-    assert set(names.values()) <= set(segment_names())
-
-
-def test_name_clusters_refuses_more_clusters_than_names():
-    n = len(load_catalogue()) + 1
-    with pytest.raises(ValueError, match="segment names"):
-        name_clusters(pd.DataFrame(np.zeros((n, len(PROFILE_COLUMNS))), columns=PROFILE_COLUMNS))
-
-
-def test_name_clusters_respects_business_conditions():
-    """A cluster shaped like High-Value Loyal whose customers bought once on average breaks that name's
-    `requires` (frequency >= 2): with raw means given, it gets another name."""
-    catalogue = load_catalogue()
-    hvl = catalogue.by_name()["High-Value Loyal"]
-    assert hvl.requires.get("frequency", {}).get("min", 0) > 1
-    profiles = _profiles(HAND_PROFILES)
-    raw = pd.DataFrame({"frequency": [1.0, 3.0, 1.2, 1.0, 1.0], "recency_days": [10.0, 40.0, 300.0, 20.0, 200.0],
-                        "tenure_days": [400.0, 500.0, 600.0, 30.0, 300.0]}, index=profiles.index)
-    assert name_clusters(profiles, raw_means=raw.assign(frequency=[5.0, 3.0, 1.2, 1.0, 1.0])) == HAND_NAMES
-    names = name_clusters(profiles, raw_means=raw)
-    assert names[0] != "High-Value Loyal"
-    assert len(set(names.values())) == len(names)
 
 
 def test_cluster_on_a_sample_then_every_customer_from_its_centroids():

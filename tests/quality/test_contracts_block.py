@@ -20,7 +20,6 @@ import yaml
 
 from seg_pipeline.assets.features import feature_params
 from seg_pipeline.assets.model import ModelConfig
-from seg_pipeline.ml.naming import segment_names
 from seg_pipeline.quality import contracts, gate
 from seg_pipeline.quality.gate import run_contract
 
@@ -67,6 +66,10 @@ def warehouse(full_run, tmp_path_factory):
     def n(sql, p=()):
         return con.execute(sql, list(p)).fetchall()[0][0]
 
+    def names(q):
+        return [r[0] for r in con.execute("SELECT DISTINCT segment FROM segment_assignments WHERE quarter = ? ORDER BY 1",
+                                          [q]).fetchall()]
+
     fp = feature_params(latest, 12)
     model = ModelConfig()
     features_rows = n("SELECT count(*) FROM customer_features WHERE quarter = ?", [latest])
@@ -83,12 +86,17 @@ def warehouse(full_run, tmp_path_factory):
         },
         "segment_assignments": {
             "customer_features_rows": features_rows,
-            "segment_names": segment_names(),
+            "segment_names": names(latest),
+            "model_version": con.execute("SELECT any_value(model_version) FROM segment_assignments WHERE quarter = ?",
+                                         [latest]).fetchall()[0][0],
             "summary_table": "__stage_segment_summary",
         },
         "segment_migration_history": {
-            "from_segments": segment_names() + ["new"],
-            "to_segments": segment_names() + ["lapsed"],
+            "from_segments": names(previous) + ["new", "returning"],
+            "to_segments": names(latest) + ["lapsed"],
+            "quarter": latest,
+            "quarter_start": latest,
+            "features_table": "customer_features",
             "previous_customers": n("SELECT count(*) FROM segment_assignments WHERE quarter = ?", [previous]),
             "current_customers": n("SELECT count(*) FROM segment_assignments WHERE quarter = ?", [latest]),
         },
@@ -140,12 +148,12 @@ CORRUPTIONS = {
         # three customers of one cluster get a name outside the catalogue (still one cluster per name)
         "UPDATE {bad} SET segment = 'Bogus Segment' WHERE customer_id IN "
         "(SELECT customer_id FROM {bad} WHERE cluster = (SELECT min(cluster) FROM {bad}) ORDER BY customer_id LIMIT 3)",
-        "segment names come from the catalogue", "segment", 3,
+        "segment names are the model's names (catalogue names or its descriptive names)", "segment", 3,
     ),
     "segment_migration_history": (
         "UPDATE {bad} SET to_segment = 'Nowhere' WHERE customer_id IN "
         "(SELECT customer_id FROM {bad} WHERE to_segment <> 'lapsed' ORDER BY customer_id LIMIT 2)",
-        "to-segment is a catalogue segment or 'lapsed'", "to_segment", 2,
+        "to-segment is a segment of this quarter or 'lapsed'", "to_segment", 2,
     ),
 }
 
