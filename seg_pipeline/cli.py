@@ -195,7 +195,7 @@ def _report_steps(instance, result, seconds: float, label: str, quiet: bool) -> 
         took = durations.get(mat.step_key)
         decision = m.metadata.get("decision")
         parts.append((f"{name} {rows.value:,}" + (f" ({took:.1f}s)" if took is not None else "") if rows is not None
-                      else name) + (f" [model {decision.value}]" if decision is not None else ""))
+                      else name) + (f" \\[model {decision.value}]" if decision is not None else ""))
     console.print(f"{label:<14} [green]ok[/] {seconds:5.1f}s  " + " · ".join(parts))
 
 

@@ -65,10 +65,16 @@ def test_dependencies_form_the_documented_chain():
         "cleaned_sales": {"raw_transactions"},
         "customer_features": {"cleaned_sales"},
         "scaled_matrix": {"customer_features"},
-        "clustering_model": {"scaled_matrix"},
-        "segment_assignments": {"clustering_model", "customer_features"},
-        "segment_migration_history": {"segment_assignments"},
+        # the kept model and the previous quarter's segments are read from the asset's own previous partition
+        "clustering_model": {"scaled_matrix", "customer_features", "clustering_model"},
+        "segment_assignments": {"clustering_model", "customer_features", "segment_assignments"},
+        "segment_migration_history": {"segment_assignments", "customer_features", "clustering_model"},
     }
+    # the self-dependencies read exactly the previous quarter
+    for name in ("clustering_model", "segment_assignments"):
+        key = dg.AssetKey(name)
+        mapping = graph.get_partition_mapping(key, key)
+        assert (mapping.start_offset, mapping.end_offset) == (-1, -1), name
 
 
 def test_partitioning():

@@ -99,9 +99,11 @@ def read_store_sales(con, start: datetime, end: datetime) -> tuple[pd.DataFrame,
     return sales, unit
 
 
-def cluster_profiles_frame(customers: pd.DataFrame, winback: pd.DataFrame, quarter: str, unit: str) -> pd.DataFrame:
-    """One row per assigned customer, ready for a CRM / POS import: id, segment, cluster, action, key features."""
-    actions = {s.name: s.action for s in load_catalogue()}
+def cluster_profiles_frame(customers: pd.DataFrame, winback: pd.DataFrame, quarter: str, unit: str,
+                           profile: pd.DataFrame) -> pd.DataFrame:
+    """One row per assigned customer, ready for a CRM / POS import: id, segment, cluster, action, key features.
+    Actions come from the segment profile (catalogue actions, or the note of a descriptive name)."""
+    actions = dict(zip(profile["segment"], profile["action"]))
     wb_rank = dict(zip(winback["customer_id"], winback["rank"]))
     out = pd.DataFrame(
         {
@@ -312,7 +314,7 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
         out = pipeline.reports_dir(q.key)
         for p in plot_list:
             atomic_write_bytes(out / p.filename, p.png)
-        atomic_write_csv(con, cluster_profiles_frame(customers, wb, q.key, unit), out / CLUSTER_PROFILES_CSV,
+        atomic_write_csv(con, cluster_profiles_frame(customers, wb, q.key, unit, profile), out / CLUSTER_PROFILES_CSV,
                          dates=("first_purchase", "last_purchase", "as_of_date"))
         atomic_write_text(out / CLUSTER_SUMMARY_CSV, profile_t.to_csv(index=False))
         winback_csv = data.winback if unit == "store" else data.winback.drop(columns=["main_store"])

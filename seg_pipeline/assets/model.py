@@ -31,6 +31,9 @@ class MatrixConfig(dg.Config):
     """'standard' (StandardScaler) or 'robust' (RobustScaler)."""
     corr_threshold: float = 0.9
     """Drop the later feature of any pair whose log values correlate above this (absolute Pearson r)."""
+    min_log_std: float = 0.15
+    """Leave out of the model a feature whose log values vary less than this (standard deviation): it cannot
+    tell customers apart (e.g. tenure when every customer started in the same month)."""
 
 
 class ModelConfig(dg.Config):
@@ -53,8 +56,9 @@ class ModelConfig(dg.Config):
     """Force a refit of the segment model in this run (it starts from the kept clusters and keeps their names)."""
     refit_every_quarters: int = 4
     """Cadence: refit when the kept model was fitted this many quarters ago or more (4 = yearly; 0 = never)."""
-    max_silhouette_drop: float = 0.10
-    """Drift: refit when the kept model's silhouette on the quarter is this much below its fit silhouette."""
+    max_silhouette_drop: float = 0.15
+    """Drift: refit when the kept model's silhouette on the quarter is more than this below its fit silhouette
+    (or below silhouette_floor)."""
     max_far_share: float = 0.10
     """Drift: refit when more than this share of customers lie farther from every centroid than 99% of the
     fit's customers did (1% is expected when nothing changed)."""
@@ -91,7 +95,11 @@ def scaled_matrix(context: dg.AssetExecutionContext, config: MatrixConfig, pipel
         features = read_features(con, q)
         if features.empty:
             raise dg.Failure(description=f"customer_features has no rows for {q}: materialise it first")
-        m = build_matrix(features, scaler=config.scaler, corr_threshold=config.corr_threshold)
+        try:
+            m = build_matrix(features, scaler=config.scaler, corr_threshold=config.corr_threshold,
+                             min_log_std=config.min_log_std)
+        except ValueError as exc:
+            raise dg.Failure(description=f"scaled_matrix {q}: {exc}") from None
         df = m.frame()
         df.insert(0, "quarter", q)
         center = getattr(m.scaler, "mean_", getattr(m.scaler, "center_", None))
@@ -102,7 +110,7 @@ def scaled_matrix(context: dg.AssetExecutionContext, config: MatrixConfig, pipel
                 "position": range(len(m.features)),
                 "log_transformed": [f in m.log_features for f in m.features],
                 "kept": [f in m.kept for f in m.features],
-                "dropped_reason": [m.dropped.get(f) for f in m.features],
+                "dropped_reason": pd.array([m.dropped.get(f) for f in m.features], dtype="string"),
                 "center": center,
                 "scale": m.scaler.scale_,
             }
@@ -152,6 +160,24 @@ def _fit_kwargs(config: "ModelConfig") -> dict:
         silhouette_sample=config.silhouette_sample,
         selection_sample=config.selection_sample,
     )
+
+
+def _model_bytes(model: sm.SegmentModel, path) -> bytes:
+    """The model file's bytes. A pickle's bytes depend on object identity as well as content (a string shared
+    by two fields is written once), so the same model can pickle differently in two processes: when the file
+    already holds a model of the same version (same scaler, centroids, features and names), its bytes are
+    kept, and a rerun leaves the file and its SHA-256 exactly as they were."""
+    if path.is_file():
+        try:
+            current = joblib.load(path)
+        except Exception:  # noqa: BLE001 - an unreadable file is simply replaced
+            current = None
+        if isinstance(current, sm.SegmentModel) and current.version == model.version \
+                and current.fitted_quarter == model.fitted_quarter:
+            return path.read_bytes()
+    buf = io.BytesIO()
+    joblib.dump(model, buf)
+    return buf.getvalue()
 
 
 LIBRARIES = {"scikit-learn": sklearn.__version__, "numpy": np.__version__, "scipy": scipy.__version__}
@@ -233,6 +259,7 @@ def clustering_model(context: dg.AssetExecutionContext, config: ModelConfig, pip
                     kept, features, Xk, old_labels, max_silhouette_drop=config.max_silhouette_drop,
                     max_far_share=config.max_far_share, check_names=config.refit_when_names_fail,
                     silhouette_sample=config.silhouette_sample, seed=config.seed,
+                    min_silhouette=config.silhouette_floor,
                 )
         age = sm.quarters_between(kept.fitted_quarter, q.key) if kept is not None else 0
         if kept is None:
@@ -265,9 +292,8 @@ def clustering_model(context: dg.AssetExecutionContext, config: ModelConfig, pip
         sizes = np.bincount(labels, minlength=model.k)
         X = model.transform(features)
         current_sil = sm._silhouette(X, labels, config.silhouette_sample, config.seed)
-        buf = io.BytesIO()
-        joblib.dump(model, buf)
         path = pipeline.models_dir(q.key) / MODEL_FILE
+        data = _model_bytes(model, path)
         trials = pd.DataFrame(model.trials)
         chosen = trials["k"] == model.k
         table = trials.assign(
@@ -276,7 +302,7 @@ def clustering_model(context: dg.AssetExecutionContext, config: ModelConfig, pip
             min_cluster_share=[float(sizes.min() / sizes.sum()) if c else None for c in chosen],
             n_customers=len(features),
             artifact_path=str(path.relative_to(pipeline.path)),  # relative: the home can move
-            artifact_sha256=_sha256(buf.getvalue()),
+            artifact_sha256=_sha256(data),
             reason=model.reason,
             model_version=model.version,
             fitted_quarter=model.fitted_quarter,
@@ -308,7 +334,7 @@ def clustering_model(context: dg.AssetExecutionContext, config: ModelConfig, pip
                 "min_cluster_share": config.min_cluster_share,
             },
         )
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_write_bytes(path, data)
         publish_partition(con, MODEL, "quarter", q.key, stage)
 
     centroids = pd.DataFrame(model.kmeans.cluster_centers_, columns=model.kept).round(3)

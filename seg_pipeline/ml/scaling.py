@@ -77,15 +77,25 @@ def prune_correlated(logged: pd.DataFrame, threshold: float) -> tuple[list[str],
     return kept, dropped, corr
 
 
+def drop_near_constant(logged: pd.DataFrame, min_std: float) -> dict[str, str]:
+    """Features whose log values hardly vary between customers (standard deviation below `min_std`): they
+    carry no information about who differs from whom, and scaling would blow their noise up to full weight
+    (e.g. tenure in a single cohort, where every customer started in the same month)."""
+    std = logged.std(ddof=0)
+    return {f: f"nearly constant: sd of its log values {std[f]:.3f} < {min_std}" for f in logged.columns
+            if std[f] < min_std}
+
+
 def build_matrix(
     features: pd.DataFrame,
     scaler: str = "standard",
     corr_threshold: float = 0.9,
     log_features: list[str] | None = None,
     candidates: list[str] = CANDIDATE_FEATURES,
+    min_log_std: float = 0.15,
 ) -> ScaledMatrix:
-    """Log-transform, prune correlated features and scale. Rows are sorted by customer id first, so the
-    result does not depend on the input's row order."""
+    """Log-transform, leave nearly constant features and the later of correlated pairs out of the model, and
+    scale. Rows are sorted by customer id first, so the result does not depend on the input's row order."""
     if scaler not in SCALERS:
         raise ValueError(f"unknown scaler {scaler!r}; choose one of {sorted(SCALERS)}")
     if features.empty:
@@ -94,7 +104,11 @@ def build_matrix(
     present, skipped = available_features(features, candidates)
     log_features = list(present if log_features is None else log_features)
     logged = log_transform(features, present, log_features)
-    kept, dropped, corr = prune_correlated(logged, corr_threshold)
+    constant = drop_near_constant(logged, min_log_std)
+    kept, dropped, corr = prune_correlated(logged[[f for f in present if f not in constant]], corr_threshold)
+    dropped = {**constant, **dropped}
+    if not kept:
+        raise ValueError(f"no feature varies between the quarter's customers: {constant}")
     sc = SCALERS[scaler]()
     values = sc.fit_transform(logged.to_numpy())
     return ScaledMatrix(

@@ -319,9 +319,10 @@ class Drift:
 
 def measure_drift(model: SegmentModel, features: pd.DataFrame, X: np.ndarray, labels: np.ndarray, *,
                   max_silhouette_drop: float, max_far_share: float, check_names: bool,
-                  silhouette_sample: int, seed: int) -> Drift:
+                  silhouette_sample: int, seed: int, min_silhouette: float | None = None) -> Drift:
     """The drift rule. The kept model stops fitting a quarter when any of these holds:
-    - its silhouette on the quarter's customers is more than `max_silhouette_drop` below its fit silhouette;
+    - its silhouette on the quarter's customers is more than `max_silhouette_drop` below its fit silhouette,
+      or below `min_silhouette` (the clusters overlap too much to act on);
     - more than `max_far_share` of the customers lie farther from every centroid than 99% of the fit's
       customers did (new kinds of customers the model has no cluster for);
     - every customer falls into one cluster (the model no longer separates anyone);
@@ -337,6 +338,8 @@ def measure_drift(model: SegmentModel, features: pd.DataFrame, X: np.ndarray, la
     if drop is not None and drop > max_silhouette_drop:
         breaches.append(f"silhouette fell from {model.fit_silhouette:.3f} to {sil:.3f} "
                         f"(drop {drop:.3f} > {max_silhouette_drop})")
+    elif sil is not None and min_silhouette is not None and sil < min_silhouette:
+        breaches.append(f"silhouette {sil:.3f} is below the floor {min_silhouette}")
     if far > max_far_share:
         breaches.append(f"{far:.1%} of customers are far from every centroid (> {max_far_share:.0%})")
     failing = model.names_failing(features, labels) if check_names else []

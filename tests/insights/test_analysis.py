@@ -246,7 +246,8 @@ def test_upgrades_and_downgrades_by_rank_with_new_and_lapsed_apart():
         "stayed", "downgraded", "downgraded", "upgraded", "sideways", "new", "new", "lapsed", "unranked", "unranked",
     ]
     assert A.count_moves(history, RANKS) == {
-        "stayed": 1, "upgraded": 1, "downgraded": 2, "sideways": 1, "new": 2, "lapsed": 1, "unranked": 2,
+        "stayed": 1, "upgraded": 1, "downgraded": 2, "sideways": 1, "new": 2, "returning": 0, "lapsed": 1,
+        "unranked": 2,
     }
 
 

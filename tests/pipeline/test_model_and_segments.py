@@ -135,7 +135,8 @@ def test_model_choice_per_quarter(full_run):
         best_in_range = g[g.k.between(4, 6)].silhouette.max()
         assert chosen.silhouette >= best_in_range - 0.02 - 1e-9, q
         assert f"k={chosen.k}" in chosen.reason
-        assert chosen.min_cluster_share > 0
+        # a fitted model has no empty cluster; a kept model's cluster may hold nobody in a later quarter
+        assert chosen.min_cluster_share > 0 if chosen.decision != "reused" else chosen.min_cluster_share >= 0
         assert g[~g.chosen].min_cluster_share.isna().all()
         assert chosen.decision_reason
         if chosen.decision == "reused":

@@ -344,7 +344,7 @@ def test_tightened_customer_features_contract_blocks_a_real_run(home_copy, good_
 def test_tightened_segment_assignments_contract_blocks_a_real_run(home_copy, good_csv, tmp_path, monkeypatch, quality_instance):
     def edit(c):
         for e in c["expectations"]:
-            if e["rule"] == "segment names come from the catalogue":
+            if e["rule"] == "segment names are the model's names (catalogue names or its descriptive names)":
                 e["kwargs"] = {"column": "segment", "value_set": ["Nobody"]}
 
     _use_contracts(monkeypatch, _tightened(tmp_path, "segment_assignments", edit))
@@ -357,8 +357,8 @@ def test_tightened_segment_assignments_contract_blocks_a_real_run(home_copy, goo
     print(f"\n[tightened segment_assignments] {msg[:600]}")
     assert msg.startswith(f"quarter {LATEST} failed: step segment_assignments: segment_assignments: data contract "
                           "segment_assignments.yaml failed")
-    assert (f"[ERROR] segment names come from the catalogue (column segment): FAILED: {customers:,} row(s) break it "
-            "(100.00%)") in msg
+    assert (f"[ERROR] segment names are the model's names (catalogue names or its descriptive names) (column "
+            f"segment): FAILED: {customers:,} row(s) break it (100.00%)") in msg
     after = _quarter_snapshot(home_copy, LATEST)
     # upstream was re-materialised from the same data: same rows (content only up to float rounding: DuckDB's
     # parallel sum of doubles may differ in the last bit from one run to the next) ...
