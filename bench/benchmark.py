@@ -60,7 +60,7 @@ def worker_pipeline(scenario: str, source: str, home: str) -> dict:
     import dagster as dg
 
     from seg_pipeline.cli import run_pipeline, step_seconds
-    from seg_pipeline.definitions import ALL_ASSETS
+    from seg_pipeline.definitions import ALL_ASSETS, PARTITIONED, UNPARTITIONED
     from seg_pipeline.partitions import quarters_covered
     from seg_pipeline.resources import build_resources
 
@@ -79,12 +79,9 @@ def worker_pipeline(scenario: str, source: str, home: str) -> dict:
             out["checks"][ev.asset_key.to_user_string()] = sec.value if sec else None
         return dt, step_seconds(instance, r.run_id)
 
-    partitioned = ["customer_features", "scaled_matrix", "clustering_model", "segment_assignments",
-                   "segment_migration_history"]
-    partitioned += [a.key.to_user_string() for a in ALL_ASSETS
-                    if a.partitions_def is not None and a.key.to_user_string() not in partitioned]
+    partitioned = PARTITIONED
     if scenario == "quarter":
-        dt_hist, steps = materialize(["raw_transactions", "cleaned_sales"])
+        dt_hist, steps = materialize(UNPARTITIONED)
         out["steps"].update(steps)
         import duckdb
 
@@ -93,7 +90,7 @@ def worker_pipeline(scenario: str, source: str, home: str) -> dict:
         con.close()
         qs = quarters_covered(lo.date(), hi.date())
         # untimed: the latest quarter's migration needs the previous quarter's segments
-        materialize(["customer_features", "scaled_matrix", "clustering_model", "segment_assignments"], qs[-2].key)
+        materialize([a for a in PARTITIONED if a not in ("segment_migration_history", "segment_insights", "segment_profile", "store_concentration", "winback_list")], qs[-2].key)
         out["checks"] = {k: v for k, v in out["checks"].items() if k in ("raw_transactions", "cleaned_sales")}
         dt_q, steps = materialize(partitioned, qs[-1].key)
         out["steps"].update(steps)

@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export GX_ANALYTICS_ENABLED=false
+export GX_ANALYTICS_ENABLED=false OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 exec .venv/bin/seg-pipeline run "$@"

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The test command: set up, then run the whole test suite. Extra arguments go to pytest.
+# The test command: set up, check the Dagster definitions with Dagster's `dg` CLI, then run the whole test
+# suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export GX_ANALYTICS_ENABLED=false
+# loads the code location as `dg dev` and a deployment do ([tool.dg] in pyproject.toml); VIRTUAL_ENV tells dg
+# that the project's .venv is the one in use (it warns otherwise)
+VIRTUAL_ENV="$PWD/.venv" .venv/bin/dg check defs
 exec .venv/bin/python -m pytest "$@"

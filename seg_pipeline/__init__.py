@@ -1,8 +1,7 @@
-"""seg_pipeline: customer segmentation for retailers, as Dagster assets over DuckDB."""
+"""seg_pipeline: customer segmentation for retailers, as Dagster assets over DuckDB.
 
-import os
-
-# OpenMP threads (scikit-learn's k-means) spin while waiting by default; on a small shared machine that
-# spinning competes with DuckDB's threads and slows small fits 10x. Sleep instead.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+Importing the package changes nothing in the process: environment settings the pipeline wants (OpenMP's
+passive wait policy, Great Expectations' analytics off) are set by the `seg-pipeline` entry point and the
+scripts before the libraries load (see cli.main and scripts/*.sh), and GX's analytics flag right before GX
+is imported.
+"""

@@ -15,15 +15,6 @@ from rich.table import Table
 # piped output (CI logs, `| tee`) gets a fixed width wide enough for the tables instead of rich's 80 columns
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
 
-UNPARTITIONED = ["raw_transactions", "cleaned_sales"]
-PARTITIONED = [
-    "customer_features",
-    "scaled_matrix",
-    "clustering_model",
-    "segment_assignments",
-    "segment_migration_history",
-    "segment_insights",
-]
 
 
 def dagster_home_for(home: Path) -> Path:
@@ -72,7 +63,7 @@ def run_pipeline(home: Path, source: str | None = None, mapping: str | None = No
     run; `model_config`: further clustering_model run config (e.g. {"refit_every_quarters": 0})."""
     import dagster as dg
 
-    from .definitions import ALL_ASSETS
+    from .definitions import ALL_ASSETS, PARTITIONED, UNPARTITIONED
     from .partitions import quarters_covered
     from .resources import build_resources
     from .storage import table_exists
@@ -236,6 +227,14 @@ def print_summary(home: Path, quarter: str | None = None) -> None:
 @click.group()
 def main() -> None:
     """Customer segmentation for retailers: Dagster assets over DuckDB, gated by data contracts."""
+    # before scikit-learn loads OpenMP: its threads spin while waiting by default, which on a small shared
+    # machine competes with DuckDB's threads and slows small k-means fits 10x; sleep instead
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import warnings
+
+    # Dagster marks partitioned checks and self-dependent partition mappings as beta; users need not see it
+    warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")
 
 
 @main.command()

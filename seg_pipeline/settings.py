@@ -9,7 +9,8 @@ Everything the pipeline writes lives under one *home* folder:
     <home>/dagster/                the Dagster instance (run history shown by `dagster dev`)
 
 Environment variables:
-    SEG_PIPELINE_HOME            the home folder (default: `.seg_home` inside the checkout; git ignores it)
+    SEG_PIPELINE_HOME            the home folder (default: `.seg_home` inside the checkout, which git ignores;
+                                 for an installed wheel, `.seg_home` in the current directory)
     SEG_PIPELINE_SOURCE          a transactions file or a folder of files (default: the generated sample)
     SEG_PIPELINE_COLUMN_MAPPING  a YAML file mapping another export's columns (see README, "Configuration")
     SEG_PIPELINE_FIRST_QUARTER   first quarter of the partition set, as its start date (default 2009-10-01)
@@ -19,14 +20,31 @@ Environment variables:
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SQL_DIR = PROJECT_ROOT / "sql"
-CONTRACTS_DIR = PROJECT_ROOT / "data_contracts"
-PACKAGE_DIR = Path(__file__).resolve().parent
 
-DEFAULT_HOME = PROJECT_ROOT / ".seg_home"
+def package_folder(package: str) -> Path:
+    """The folder of a package's files, found with importlib.resources: in a checkout (editable install) the
+    top-level sql/ and data_contracts/ folders, in an installed wheel seg_pipeline/sql_files/ and
+    seg_pipeline/contracts_files/ (pyproject.toml maps them). Always a real folder: DuckDB, Jinja and the
+    Dagster code references read the files by path, so the package must be installed as plain files."""
+    folder = files(package)
+    if not isinstance(folder, Path):
+        raise RuntimeError(f"{package} is not installed as plain files ({folder!r}): install the wheel unzipped")
+    return folder
+
+
+PACKAGE_DIR = package_folder("seg_pipeline")
+SQL_DIR = package_folder("seg_pipeline.sql_files")
+CONTRACTS_DIR = package_folder("seg_pipeline.contracts_files")
+# the checkout holding the package (editable install), or site-packages when the wheel is installed
+PROJECT_ROOT = PACKAGE_DIR.parent
+IN_CHECKOUT = (PROJECT_ROOT / "pyproject.toml").is_file()
+
+# in a checkout the README's commands use <checkout>/.seg_home; an installed wheel has no checkout, so the
+# default is .seg_home in the current directory (relative: home_dir() resolves it when called)
+DEFAULT_HOME = PROJECT_ROOT / ".seg_home" if IN_CHECKOUT else Path(".seg_home")
 DEFAULT_FIRST_QUARTER = "2009-10-01"
 SAMPLE_FILE_NAME = "online_retail_II_sample.csv"
 

@@ -1,4 +1,7 @@
-"""Load the SQL transformations kept in `sql/*.sql` and run them with bound parameters."""
+"""Load the SQL transformations kept in `sql/*.sql` and run them with bound parameters.
+
+The files are the package data of `seg_pipeline.sql_files` (the top-level sql/ folder in a checkout), located
+with importlib.resources in settings.SQL_DIR, so the editable install and an installed wheel both find them."""
 
 from __future__ import annotations
 

@@ -17,75 +17,107 @@ from seg_pipeline.definitions import ALL_ASSETS, defs
 from seg_pipeline.partitions import quarterly_partitions
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# the seven assets of the segmentation chain (later additions, e.g. reports, may follow them)
-ASSET_NAMES = {
-    "raw_transactions", "cleaned_sales", "customer_features", "scaled_matrix", "clustering_model",
-    "segment_assignments", "segment_migration_history",
+
+# The expected graph, written from the design card and the tables each step writes, not from the code.
+# Design card: raw transactions -> cleaned sales -> customer features (DuckDB SQL) -> scaled matrix -> fitted
+# clustering model -> segment assignments -> segment-migration history; then the insights/report.
+DESIGN_CARD = ["raw_transactions", "cleaned_sales", "customer_features", "scaled_matrix", "clustering_model",
+               "segment_assignments", "segment_migration_history"]
+# companion tables: written in the same step as their main asset (multi-asset)
+COMPANIONS = {
+    "cleaned_sales": {"rejected_sales"},
+    "scaled_matrix": {"scaled_matrix_columns"},
+    "segment_assignments": {"segment_summary"},
+    "segment_insights": {"segment_profile", "store_concentration", "winback_list"},
 }
-PARTITIONED = ASSET_NAMES - {"raw_transactions", "cleaned_sales"}
+INSIGHTS_READS = {"segment_assignments", "segment_summary", "segment_migration_history", "clustering_model",
+                  "customer_features", "cleaned_sales"}
+# what every asset reads (its parents), from what each step's SQL/code must read to do its job
+EXPECTED_PARENTS = {
+    "raw_transactions": set(),
+    "cleaned_sales": {"raw_transactions"},
+    "rejected_sales": {"raw_transactions"},
+    "customer_features": {"cleaned_sales"},
+    "scaled_matrix": {"customer_features"},
+    "scaled_matrix_columns": {"customer_features"},
+    # the kept model and the previous quarter's segments come from the asset's own previous partition
+    "clustering_model": {"scaled_matrix", "customer_features", "clustering_model"},
+    "segment_assignments": {"clustering_model", "customer_features", "segment_assignments"},
+    "segment_summary": {"clustering_model", "customer_features"},
+    "segment_migration_history": {"segment_assignments", "customer_features", "clustering_model"},
+    "segment_insights": INSIGHTS_READS,
+    "segment_profile": INSIGHTS_READS,
+    "store_concentration": INSIGHTS_READS,
+    "winback_list": INSIGHTS_READS,
+}
+ASSET_NAMES = set(DESIGN_CARD)
+PARTITIONED = set(EXPECTED_PARENTS) - {"raw_transactions", "cleaned_sales", "rejected_sales"}
+INTERNAL_TABLES = {"_pipeline_state", "_raw_mapping"}  # bookkeeping, not data products
 
 
 def all_asset_names() -> set[str]:
     return {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
 
 
-def test_all_seven_assets_exist():
-    assert ASSET_NAMES <= all_asset_names()
-    assert [a.key.to_user_string() for a in ALL_ASSETS][:7] == [
-        "raw_transactions", "cleaned_sales", "customer_features", "scaled_matrix", "clustering_model",
-        "segment_assignments", "segment_migration_history",
-    ]
-    assert {a.key.to_user_string() for a in ALL_ASSETS} == all_asset_names()
+def test_the_design_card_assets_and_their_companions_exist():
+    steps = [{k.to_user_string() for k in a.keys} for a in ALL_ASSETS]
+    mains = [next(iter(s & (ASSET_NAMES | {"segment_insights"}))) for s in steps]
+    assert mains == DESIGN_CARD + ["segment_insights"]  # the steps, in the design card's order
+    assert all_asset_names() == set(EXPECTED_PARENTS)
+    for step in ALL_ASSETS:
+        names = {k.to_user_string() for k in step.keys}
+        main = next(n for n in names if n in ASSET_NAMES | {"segment_insights"})
+        assert names == {main} | COMPANIONS.get(main, set()), names
 
 
-def test_every_asset_has_a_blocking_data_contract_check():
-    seen = set()
-    for asset in defs.assets:
-        specs = list(asset.check_specs)
-        assert [s.name for s in specs] == ["data_contract"], asset.key
-        spec = specs[0]
-        assert spec.blocking, asset.key
-        assert spec.asset_key == asset.key
-        assert "data contract" in (spec.description or "").lower()
-        seen.add(asset.key.to_user_string())
-    assert seen == all_asset_names() >= ASSET_NAMES
-    check_keys = defs.resolve_asset_graph().asset_check_keys
-    assert {(k.asset_key.to_user_string(), k.name) for k in check_keys} == {(a, "data_contract") for a in seen}
-
-
-def test_dependencies_form_the_documented_chain():
+def test_every_contract_check_is_blocking_and_partitioned_like_its_asset():
     graph = defs.resolve_asset_graph()
-    parents = {
-        k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
-        for k in graph.get_all_asset_keys()
-        if k.to_user_string() in ASSET_NAMES
-    }
-    assert parents == {
-        "raw_transactions": set(),
-        "cleaned_sales": {"raw_transactions"},
-        "customer_features": {"cleaned_sales"},
-        "scaled_matrix": {"customer_features"},
-        # the kept model and the previous quarter's segments are read from the asset's own previous partition
-        "clustering_model": {"scaled_matrix", "customer_features", "clustering_model"},
-        "segment_assignments": {"clustering_model", "customer_features", "segment_assignments"},
-        "segment_migration_history": {"segment_assignments", "customer_features", "clustering_model"},
-    }
-    # the self-dependencies read exactly the previous quarter
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert checks == {(a, "data_contract") for a in ASSET_NAMES | {"segment_insights"}}
+    for step in ALL_ASSETS:
+        for spec in step.check_specs:
+            assert spec.blocking and "data contract" in (spec.description or "").lower()
+            assert spec.partitions_def == step.partitions_def, spec.asset_key
+
+
+def test_dependencies_are_the_true_lineage():
+    graph = defs.resolve_asset_graph()
+    parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
+               for k in graph.get_all_asset_keys()}
+    assert parents == EXPECTED_PARENTS
+    # the self-dependencies read exactly the previous quarter, and migration reads this and the last
     for name in ("clustering_model", "segment_assignments"):
         key = dg.AssetKey(name)
         mapping = graph.get_partition_mapping(key, key)
         assert (mapping.start_offset, mapping.end_offset) == (-1, -1), name
+    mapping = graph.get_partition_mapping(dg.AssetKey("segment_migration_history"), dg.AssetKey("segment_assignments"))
+    assert (mapping.start_offset, mapping.end_offset) == (-1, 0)
+
+
+def test_every_table_a_run_writes_is_an_asset(full_run):
+    """Nothing the pipeline publishes is invisible to lineage: the warehouse's tables are the table assets."""
+    from tests.conftest import read_table
+
+    home, _ = full_run
+    tables = set(read_table(home, "SELECT table_name FROM information_schema.tables").table_name)
+    assert tables - INTERNAL_TABLES == set(EXPECTED_PARENTS) - {"segment_insights"}
+
+
+def test_table_assets_declare_their_table_and_code():
+    for step in ALL_ASSETS:
+        for key, spec in step.specs_by_key.items():
+            name = key.to_user_string()
+            refs = spec.metadata.get("dagster/code_references")
+            assert refs is not None and refs.code_references, name
+            if name != "segment_insights":
+                assert spec.metadata.get("dagster/table_name") == f"warehouse.main.{name}", name
+            assert spec.description and spec.owners and spec.group_name == "segmentation", name
 
 
 def test_partitioning():
-    for asset in defs.assets:
-        name = asset.key.to_user_string()
-        if name not in ASSET_NAMES:
-            continue
-        if name in PARTITIONED:
-            assert asset.partitions_def == quarterly_partitions, name
-        else:
-            assert asset.partitions_def is None, name
+    for name in EXPECTED_PARENTS:
+        spec = defs.resolve_asset_graph().get(dg.AssetKey(name))
+        assert spec.partitions_def == (quarterly_partitions if name in PARTITIONED else None), name
 
 
 def test_job_and_schedule_exist():

@@ -6,20 +6,13 @@ import dagster as dg
 from ..resources import Warehouse
 from ..sql import load_sql, sql_fingerprint
 from ..storage import get_state, publish_tables, table_exists
-from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview
+from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview, sql_references, table_metadata, table_spec
 
 TABLE = "cleaned_sales"
 REJECTED = "rejected_sales"
 
 
-@dg.asset(
-    name=TABLE,
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"duckdb", "sql"},
-    deps=["raw_transactions"],
-    check_specs=[contract_spec(TABLE)],
-    description=(
+CLEANED_DESCRIPTION = (
         "Product sales lines fit for analysis (sql/sales_rules.sql, sql/duplicate_lines.sql, sql/cleaned_sales.sql): typed values, "
         "customer IDs normalised ('17850.0' -> '17850'), line_revenue = quantity x price. Removed, each with "
         "its reason in the rejected_sales table (sql/rejected_sales.sql): cancellations (invoice C...), "
@@ -29,9 +22,32 @@ REJECTED = "rejected_sales"
         "raw = cleaned + rejected. Incremental: when source files were only added (same cleaning SQL, no "
         "file removed or replaced), only their rows are cleaned and appended, and checked for duplicates "
         "against the published lines; otherwise everything is recleaned."
-    ),
+)
+
+
+@dg.multi_asset(
+    name=TABLE,  # the step is named after its main table
+    specs=[
+        dg.AssetSpec(
+            TABLE, group_name=GROUP, owners=OWNERS, kinds={"duckdb", "sql"}, deps=["raw_transactions"],
+            metadata={"dagster/table_name": f"warehouse.main.{TABLE}",
+                      **sql_references("sales_rules", "duplicate_lines", "cleaned_sales")},
+            description=CLEANED_DESCRIPTION,
+        ),
+        table_spec(
+            REJECTED,
+            "Every raw row that cleaning removed, with all its raw values and its rejection_reason "
+            "(sql/rejected_sales.sql). raw_transactions = cleaned_sales + rejected_sales, row for row.",
+            deps=["raw_transactions"], kinds=("duckdb", "sql"), sql=("sales_rules", "rejected_sales"),
+        ),
+    ],
+    check_specs=[contract_spec(TABLE)],
 )
 def cleaned_sales(context: dg.AssetExecutionContext, warehouse: Warehouse):
+    yield from _clean(context, warehouse)
+
+
+def _clean(context: dg.AssetExecutionContext, warehouse: Warehouse):
     with warehouse.get_connection() as con:
         # a loaded file is its hash and load time: reloading it (e.g. under a new column mapping) changes it
         loads = con.execute("SELECT _source_sha256, min(_loaded_at) FROM raw_transactions GROUP BY 1").fetchall()
@@ -45,6 +61,7 @@ def cleaned_sales(context: dg.AssetExecutionContext, warehouse: Warehouse):
             context.log.info("raw_transactions and the cleaning SQL are unchanged: keeping the published tables")
             yield dg.AssetCheckResult(
                 check_name="data_contract",
+                asset_key=TABLE,
                 passed=True,
                 metadata={"note": "inputs unchanged since the last validated publication"},
                 description="Inputs unchanged: the published table passed this contract when it was built.",
@@ -85,8 +102,10 @@ def cleaned_sales(context: dg.AssetExecutionContext, warehouse: Warehouse):
             f"SELECT min(invoice_date), max(invoice_date), count(DISTINCT customer_id), sum(line_revenue) FROM {TABLE}"
         ).fetchall()[0]
         md_preview = preview(con, TABLE)
+        cleaned_meta, rejected_meta = table_metadata(con, TABLE), table_metadata(con, REJECTED)
 
     meta = {
+        **cleaned_meta,
         "dagster/row_count": kept,
         "raw_rows": raw_rows,
         "rejected_rows": int(reasons["rows"].sum()) if not reasons.empty else 0,
@@ -102,7 +121,12 @@ def cleaned_sales(context: dg.AssetExecutionContext, warehouse: Warehouse):
     }
     for r in reasons.itertuples():
         meta[f"rejected/{r.reason}"] = int(r.rows)
-    yield dg.MaterializeResult(metadata=meta)
+    yield dg.MaterializeResult(asset_key=TABLE, metadata=meta)
+    yield dg.MaterializeResult(asset_key=REJECTED, metadata={
+        **rejected_meta,
+        "rejected_by_reason": dg.MetadataValue.md(md_table(reasons, max_rows=50)),
+        "skipped_unchanged": mode == "unchanged",
+    })
 
 
 def _plan(state: str | None, raw_files: set[str], sql_key: str, published: bool) -> tuple[str, list[str]]:

@@ -16,8 +16,9 @@ OWNERS = ["team:data-engineering"]
 ANALYTICS_OWNERS = ["team:data-engineering", "team:marketing-analytics"]
 
 
-def contract_spec(asset_name: str) -> dg.AssetCheckSpec:
-    """The blocking check every asset carries: its data contract from data_contracts/<asset>.yaml."""
+def contract_spec(asset_name: str, partitions_def: dg.PartitionsDefinition | None = None) -> dg.AssetCheckSpec:
+    """The blocking check every asset carries: its data contract from data_contracts/<asset>.yaml. A
+    partitioned asset's check is partitioned too, so the UI's check history shows the quarter."""
     from ..quality.contracts import load_contract
 
     contract = load_contract(asset_name)
@@ -26,7 +27,45 @@ def contract_spec(asset_name: str) -> dg.AssetCheckSpec:
         asset=asset_name,
         blocking=True,
         description=contract.describe(),
+        partitions_def=partitions_def,
     )
+
+
+def sql_references(*names: str) -> dict:
+    """Code references to the SQL files an asset runs (the Python source is added by
+    dg.with_source_code_references in definitions.py)."""
+    from ..settings import SQL_DIR
+
+    if not names:
+        return {}
+    return {"dagster/code_references": dg.CodeReferencesMetadataValue(code_references=[
+        dg.LocalFileCodeReference(file_path=str(SQL_DIR / f"{n}.sql"), label=f"sql/{n}.sql") for n in names
+    ])}
+
+
+def table_spec(name: str, description: str, deps=(), partitions_def=None, owners=OWNERS, kinds=("duckdb",),
+               sql: tuple[str, ...] = ()) -> dg.AssetSpec:
+    """The spec of a companion table written by the same step as its main asset."""
+    return dg.AssetSpec(
+        name, description=description, deps=list(deps), group_name=GROUP, owners=owners, kinds=set(kinds),
+        partitions_def=partitions_def, metadata={"dagster/table_name": f"warehouse.main.{name}", **sql_references(*sql)},
+    )
+
+
+def table_metadata(con: duckdb.DuckDBPyConnection, table: str, where: str = "", params=None) -> dict:
+    """What the UI shows for every table asset: its column schema (types and short descriptions), its table
+    name and its row count (of the partition, with `where`)."""
+    from ..schema import describe
+
+    cols = con.execute(f"DESCRIBE {quote_ident(table)}").fetchall()
+    rows = con.execute(f"SELECT count(*) FROM {quote_ident(table)} {where}", params or []).fetchall()[0][0]
+    return {
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name=c[0], type=str(c[1]), description=describe(table, c[0])) for c in cols]
+        ),
+        "dagster/table_name": f"warehouse.main.{table}",
+        "dagster/row_count": int(rows),
+    }
 
 
 def md_table(df: pd.DataFrame, max_rows: int = 10, floatfmt: str = ",.2f") -> str:
@@ -52,6 +91,6 @@ def gate(
     ERROR-severity expectation, raise: the stage is kept for inspection, the published table is untouched
     and nothing downstream runs. `note`: context added to a failure message (e.g. where the rows went)."""
     outcome = run_contract(con, asset_name, table, params or {}, context=context, note=note)
-    yield outcome.check_result()
+    yield outcome.check_result(asset_key=asset_name)
     if outcome.blocking:
         raise dg.Failure(description=outcome.failure_message(), metadata=outcome.failure_metadata())

@@ -9,7 +9,7 @@ from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import Warehouse
 from ..sql import load_sql
 from ..storage import create_stage, publish_partition
-from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview
+from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview, sql_references, table_metadata
 
 TABLE = "customer_features"
 
@@ -36,7 +36,8 @@ def feature_params(quarter_key: str, lookback_months: int) -> dict:
     kinds={"duckdb", "sql"},
     deps=["cleaned_sales"],
     partitions_def=quarterly_partitions,
-    check_specs=[contract_spec(TABLE)],
+    check_specs=[contract_spec(TABLE, quarterly_partitions)],
+    metadata={"dagster/table_name": f"warehouse.main.{TABLE}", **sql_references("customer_features")},
     description=(
         "Customer behaviour as of the quarter's last day (sql/customer_features.sql), over a look-back window "
         "(default 12 months), from transactions on or before the as-of date only: recency_days, frequency "
@@ -66,10 +67,12 @@ def customer_features(context: dg.AssetExecutionContext, config: FeatureConfig, 
         ).df()
         publish_partition(con, TABLE, "quarter", context.partition_key, stage)
         md_preview = preview(con, TABLE, "WHERE quarter = ? ORDER BY monetary DESC", [context.partition_key])
+        table_meta = table_metadata(con, TABLE, "WHERE quarter = ?", [context.partition_key])
 
     s = summary.iloc[0]
     yield dg.MaterializeResult(
         metadata={
+            **table_meta,
             "dagster/row_count": int(s.customers),
             "as_of_date": str(params["as_of_date"]),
             "window_start": f"{params['window_start']:%Y-%m-%d}",

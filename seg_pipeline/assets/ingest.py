@@ -9,7 +9,7 @@ from .. import readers
 from ..resources import PipelineHome, Warehouse
 from ..sql import load_sql
 from ..storage import create_stage, stage_name, table_exists, transaction
-from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview
+from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview, sql_references, table_metadata
 
 TABLE = "raw_transactions"
 LOAD = "__load_raw"  # what the readers produce, before the parsed columns are added
@@ -21,6 +21,7 @@ LOAD = "__load_raw"  # what the readers produce, before the parsed columns are a
     owners=OWNERS,
     kinds={"duckdb", "python"},
     check_specs=[contract_spec(TABLE)],
+    metadata={"dagster/table_name": f"warehouse.main.{TABLE}", **sql_references("raw_transactions")},
     description=(
         "Every row of the configured source (CSV, CSV.gz, Parquet, or every sheet of an XLSX workbook), "
         "loaded into DuckDB exactly as it is: all values as text under canonical column names, plus the "
@@ -70,6 +71,7 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
         else:
             yield dg.AssetCheckResult(
                 check_name="data_contract",
+                asset_key=TABLE,
                 passed=True,
                 metadata={"validated_rows": 0, "note": "every source file was loaded and validated before"},
                 description="No new or changed source file: nothing new to validate.",
@@ -99,8 +101,10 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
         ).df()
         absent = [c for c in readers.OPTIONAL if con.execute(f"SELECT count({c}) FROM {TABLE}").fetchall()[0][0] == 0]
         md_preview = preview(con, TABLE)
+        table_meta = table_metadata(con, TABLE)
 
     return_meta = {
+        **table_meta,
         "dagster/row_count": total,
         "source": dg.MetadataValue.path(str(pipeline.source_path())),
         "files": dg.MetadataValue.md(md_table(by_file, max_rows=50)),

@@ -20,7 +20,7 @@ from ..resources import PipelineHome, Warehouse
 from ..storage import (
     atomic_write_bytes, atomic_write_csv, atomic_write_text, create_stage_from_df, publish_partition, table_exists,
 )
-from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, md_table
+from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, md_table, table_metadata, table_spec
 
 ASSET = "segment_insights"
 PROFILE = "segment_profile"
@@ -135,15 +135,18 @@ def _string_columns(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return df.astype({c: "string" for c in cols if c in df.columns})
 
 
-@dg.asset(
+INSIGHTS_DEPS = ["segment_assignments", "segment_summary", "segment_migration_history", "clustering_model",
+                 "customer_features", "cleaned_sales"]
+
+
+@dg.multi_asset(
     name=ASSET,
-    group_name=GROUP,
-    owners=ANALYTICS_OWNERS,
-    kinds={"duckdb", "pandas", "matplotlib"},
-    deps=["segment_assignments", "segment_migration_history", "clustering_model", "customer_features", "cleaned_sales"],
     partitions_def=quarterly_partitions,
-    check_specs=[contract_spec(ASSET)],
-    description=(
+    specs=[
+        dg.AssetSpec(
+            ASSET, group_name=GROUP, owners=ANALYTICS_OWNERS, kinds={"duckdb", "pandas", "matplotlib"},
+            deps=INSIGHTS_DEPS, partitions_def=quarterly_partitions,
+            description=(
         "What the business can act on, per quarter. Tables (one partition per quarter): segment_profile (per "
         "segment: customers, revenue and their shares, mean and median recency, frequency, monetary, order value, "
         "product variety, description, action), store_concentration (per store, or per country when the source "
@@ -154,6 +157,18 @@ def _string_columns(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
         "store_concentration.csv, plots/*.png and the executive summary report.html (plots embedded) and "
         "report.md. The metadata shows the headline, the tables and every plot."
     ),
+        ),
+        table_spec(PROFILE, "Per segment of the quarter: customers, revenue and their shares, mean and median "
+                   "recency, frequency, monetary, order value and product variety, rank, description and action.",
+                   deps=INSIGHTS_DEPS, partitions_def=quarterly_partitions, owners=ANALYTICS_OWNERS),
+        table_spec(STORES, "Per store (or country, when the source has no store): revenue, customers, the share of "
+                   "its revenue from its 10 largest customers and from its top 10%, segment mix, and whether it is "
+                   "flagged above the dependence threshold.",
+                   deps=INSIGHTS_DEPS, partitions_def=quarterly_partitions, owners=ANALYTICS_OWNERS),
+        table_spec(WINBACK, "High-value customers silent for at least winback_min_days, ranked by revenue at risk.",
+                   deps=INSIGHTS_DEPS, partitions_def=quarterly_partitions, owners=ANALYTICS_OWNERS),
+    ],
+    check_specs=[contract_spec(ASSET, quarterly_partitions)],
 )
 def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, pipeline: PipelineHome,
                      warehouse: Warehouse):
@@ -204,7 +219,7 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
         # ---- analysis
         profile = analysis.segment_profile(customers, catalogue, descriptions)
         conc = analysis.concentration(customers["monetary"])
-        headline = analysis.headline(profile)
+        headline = analysis.headline_of(profile)
         stores = analysis.store_risk(
             sales, config.store_dependence_threshold, config.min_store_customers, segments=customers
         )
@@ -323,6 +338,7 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
         atomic_write_text(out / REPORT_MD, md)
         report_path = atomic_write_text(out / REPORT_HTML, html)
         publish_partition(con, [PROFILE, STORES, WINBACK], "quarter", q.key)
+        companions = {t: table_metadata(con, t, "WHERE quarter = ?", [q.key]) for t in (PROFILE, STORES, WINBACK)}
         lap("report_files_publish")
 
     flagged = stores[stores["flagged"]]
@@ -381,4 +397,11 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
     }
     for p in plot_list:
         metadata[f"plot_{p.name}"] = dg.MetadataValue.md(f"{p.markdown_image()}\n\n*{p.title}.* {p.caption}")
-    yield dg.MaterializeResult(metadata=metadata)
+    yield dg.MaterializeResult(asset_key=ASSET, metadata=metadata)
+    yield dg.MaterializeResult(asset_key=PROFILE, metadata={
+        **companions[PROFILE], "segment_profile": metadata["segment_profile"], "headline": headline})
+    yield dg.MaterializeResult(asset_key=STORES, metadata={
+        **companions[STORES], "store_unit": unit, "stores_flagged": len(flagged), "flagged_stores": metadata["flagged_stores"]})
+    yield dg.MaterializeResult(asset_key=WINBACK, metadata={
+        **companions[WINBACK], "winback_revenue_at_risk": metadata["winback_revenue_at_risk"],
+        "winback_top": metadata["winback_top"]})

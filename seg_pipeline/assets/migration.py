@@ -9,7 +9,7 @@ from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import Warehouse
 from ..storage import create_stage_from_df, publish_partition
 from ..tables import chosen_model_row, has_sales_before
-from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate
+from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, table_metadata
 
 TABLE = "segment_migration_history"
 
@@ -64,7 +64,8 @@ def migrate(previous: pd.DataFrame, current: pd.DataFrame, quarter: str, previou
         "clustering_model",
     ],
     partitions_def=quarterly_partitions,
-    check_specs=[contract_spec(TABLE)],
+    check_specs=[contract_spec(TABLE, quarterly_partitions)],
+    metadata={"dagster/table_name": f"warehouse.main.{TABLE}"},
     description=(
         "For the quarter against the previous one: one row per customer with from_segment and to_segment. "
         "from_segment is 'new' when the customer's first purchase ever falls in this quarter, 'returning' when "
@@ -118,6 +119,7 @@ def segment_migration_history(context: dg.AssetExecutionContext, warehouse: Ware
             },
         )
         publish_partition(con, TABLE, "quarter", q.key, stage)
+        table_meta = table_metadata(con, TABLE, "WHERE quarter = ?", [q.key])
 
     counts = transition_counts(history)
     shares = counts.div(counts.sum(axis=1), axis=0)
@@ -126,7 +128,7 @@ def segment_migration_history(context: dg.AssetExecutionContext, warehouse: Ware
     refit = from_version is not None and from_version != to_version
     yield dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(history),
+            **table_meta,
             "previous_quarter": prev.key,
             "model_decision": str(model_row.get("decision", "")),
             "model_changed": refit,

@@ -19,7 +19,7 @@ from ..storage import atomic_write_bytes, create_stage_from_df, publish_partitio
 from ..tables import (
     MODEL_FILE, SCALER_FILE, ModelFileError, chosen_model_row, has_sales_before, load_model, read_features, read_matrix,
 )
-from .common import GROUP, OWNERS, contract_spec, gate, md_table
+from .common import GROUP, OWNERS, contract_spec, gate, md_table, table_metadata, table_spec
 
 MATRIX = "scaled_matrix"
 MATRIX_COLUMNS = "scaled_matrix_columns"
@@ -73,21 +73,26 @@ class ModelConfig(dg.Config):
     """When the previous quarter's model file is missing or corrupt: refit from scratch (true) or stop (false)."""
 
 
-@dg.asset(
-    name=MATRIX,
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"duckdb", "scikitlearn"},
-    deps=["customer_features"],
+@dg.multi_asset(
+    name=MATRIX,  # the step is named after its main table
     partitions_def=quarterly_partitions,
-    check_specs=[contract_spec(MATRIX)],
-    description=(
-        "The clustering input, keyed by customer: log1p of the skewed features, then StandardScaler "
-        "(RobustScaler selectable). Of any pair of features whose log values correlate above the threshold "
-        "(default 0.9) the later one is left out of the model. The table scaled_matrix_columns records, per "
-        "feature, whether it is log-transformed and kept, why it was dropped, and the fitted scaler's "
-        "center and scale; the scaler itself is saved under models/<quarter>/."
-    ),
+    specs=[
+        table_spec(
+            MATRIX,
+            "The clustering input, keyed by customer: log1p of the skewed features, then StandardScaler "
+            "(RobustScaler selectable). A feature whose log values hardly vary (sd < 0.15) and the later of any "
+            "pair whose log values correlate above the threshold (default 0.9) are left out of the model. The "
+            "fitted scaler is saved under models/<quarter>/scaler.joblib.",
+            deps=["customer_features"], partitions_def=quarterly_partitions, kinds=("duckdb", "scikitlearn"),
+        ),
+        table_spec(
+            MATRIX_COLUMNS,
+            "Per quarter and feature of scaled_matrix: whether it is log-transformed and kept by the model, why "
+            "it was left out, and the fitted scaler's center and scale.",
+            deps=["customer_features"], partitions_def=quarterly_partitions, kinds=("duckdb", "scikitlearn"),
+        ),
+    ],
+    check_specs=[contract_spec(MATRIX, quarterly_partitions)],
 )
 def scaled_matrix(context: dg.AssetExecutionContext, config: MatrixConfig, pipeline: PipelineHome, warehouse: Warehouse):
     q = context.partition_key
@@ -129,12 +134,17 @@ def scaled_matrix(context: dg.AssetExecutionContext, config: MatrixConfig, pipel
         joblib.dump({"scaler": m.scaler, "features": m.features, "log_features": m.log_features}, buf)
         scaler_path = atomic_write_bytes(pipeline.models_dir(q) / SCALER_FILE, buf.getvalue())
         publish_partition(con, [MATRIX, MATRIX_COLUMNS], "quarter", q)
+        matrix_meta = table_metadata(con, MATRIX, "WHERE quarter = ?", [q])
+        columns_meta = table_metadata(con, MATRIX_COLUMNS, "WHERE quarter = ?", [q])
 
     corr = m.correlation.round(3).reset_index(names="feature")
     skipped = {f: why for f, why in m.dropped.items() if f not in m.features}
+    yield dg.MaterializeResult(asset_key=MATRIX, metadata={**matrix_meta, "features_kept": ", ".join(m.kept),
+                                                           "scaler": config.scaler})
     yield dg.MaterializeResult(
+        asset_key=MATRIX_COLUMNS,
         metadata={
-            "dagster/row_count": len(df),
+            **columns_meta,
             "features_kept": ", ".join(m.kept),
             "features_dropped": dg.MetadataValue.json({f: why for f, why in m.dropped.items() if f in m.features}),
             "features_not_computable": dg.MetadataValue.json(skipped) if skipped else "none",
@@ -224,7 +234,8 @@ def _kept_model(con, pipeline: PipelineHome, q, config: "ModelConfig"):
             start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)),
     ],
     partitions_def=quarterly_partitions,
-    check_specs=[contract_spec(MODEL)],
+    check_specs=[contract_spec(MODEL, quarterly_partitions)],
+    metadata={"dagster/table_name": f"warehouse.main.{MODEL}"},
     description=(
         "The segment model in force for the quarter: log transform + scaler + k-means + segment names, kept "
         "from quarter to quarter. The first quarter fits it (k by silhouette within the business range 4..6, the "
@@ -336,6 +347,7 @@ def clustering_model(context: dg.AssetExecutionContext, config: ModelConfig, pip
         )
         atomic_write_bytes(path, data)
         publish_partition(con, MODEL, "quarter", q.key, stage)
+        table_meta = table_metadata(con, MODEL, "WHERE quarter = ?", [q.key])
 
     centroids = pd.DataFrame(model.kmeans.cluster_centers_, columns=model.kept).round(3)
     centroids.insert(0, "segment", model.segment_names)
@@ -355,6 +367,7 @@ def clustering_model(context: dg.AssetExecutionContext, config: ModelConfig, pip
         }
     )
     metadata = {
+        **table_meta,
         "decision": decision,
         "decision_reason": why,
         "model_version": model.version,

@@ -5,13 +5,14 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from ..insights.analysis import headline_of
 from ..ml.naming import segment_info
 from ..ml.segment_model import SegmentModel
 from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import PipelineHome, Warehouse
 from ..storage import create_stage_from_df, publish_partition
 from ..tables import ModelFileError, chosen_model_row, load_model, quarter_assignments, read_features
-from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, md_table
+from .common import ANALYTICS_OWNERS, contract_spec, gate, md_table, table_metadata, table_spec
 
 TABLE = "segment_assignments"
 SUMMARY = "segment_summary"
@@ -70,27 +71,40 @@ def retained_changes(previous: pd.DataFrame, current: pd.DataFrame) -> tuple[int
     return len(both), int((both["segment_prev"] != both["segment_now"]).sum())
 
 
-@dg.asset(
-    name=TABLE,
-    group_name=GROUP,
-    owners=ANALYTICS_OWNERS,
-    kinds={"duckdb", "scikitlearn"},
-    deps=[
-        "clustering_model",
-        "customer_features",
-        dg.AssetDep(TABLE, partition_mapping=dg.TimeWindowPartitionMapping(
-            start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)),
-    ],
+@dg.multi_asset(
+    name=TABLE,  # the step is named after its main table
     partitions_def=quarterly_partitions,
-    check_specs=[contract_spec(TABLE)],
-    description=(
-        "Every customer of the quarter with its cluster, segment name and the model_version that named it, "
-        "scored by the quarter's segment model (models/<quarter>/segment_model.joblib, the same .predict a CRM "
-        "team can call). Names are given by business conditions (seg_pipeline/segments.yaml) when the model is "
-        "fitted and kept with it, so a customer changes segment only when their own features move. The "
-        "companion table segment_summary holds one row per segment: customers, revenue shares, means, rank and "
-        "the recommended action. The metadata shows how many retained customers changed segment."
-    ),
+    specs=[
+        dg.AssetSpec(
+            TABLE,
+            group_name="segmentation",
+            owners=ANALYTICS_OWNERS,
+            kinds={"duckdb", "scikitlearn"},
+            partitions_def=quarterly_partitions,
+            deps=[
+                "clustering_model",
+                "customer_features",
+                dg.AssetDep(TABLE, partition_mapping=dg.TimeWindowPartitionMapping(
+                    start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)),
+            ],
+            metadata={"dagster/table_name": f"warehouse.main.{TABLE}"},
+            description=(
+                "Every customer of the quarter with its cluster, segment name and the model_version that named it, "
+                "scored by the quarter's segment model (models/<quarter>/segment_model.joblib, the same .predict a "
+                "CRM team can call). Names are given by business conditions (seg_pipeline/segments.yaml) when the "
+                "model is fitted and kept with it, so a customer changes segment only when their own features move. "
+                "Reads its own previous quarter for the share of retained customers who changed segment."
+            ),
+        ),
+        table_spec(
+            SUMMARY,
+            "One row per segment of the quarter: customers, revenue and their shares, mean recency, frequency, "
+            "monetary and order value, value rank, description, recommended action and model version.",
+            deps=["clustering_model", "customer_features"], partitions_def=quarterly_partitions,
+            owners=ANALYTICS_OWNERS,
+        ),
+    ],
+    check_specs=[contract_spec(TABLE, quarterly_partitions)],
 )
 def segment_assignments(context: dg.AssetExecutionContext, pipeline: PipelineHome, warehouse: Warehouse):
     q = parse_quarter(context.partition_key)
@@ -118,17 +132,20 @@ def segment_assignments(context: dg.AssetExecutionContext, pipeline: PipelineHom
             },
         )
         publish_partition(con, [TABLE, SUMMARY], "quarter", q.key)
+        table_meta = table_metadata(con, TABLE, "WHERE quarter = ?", [q.key])
+        summary_meta = table_metadata(con, SUMMARY, "WHERE quarter = ?", [q.key])
 
     retained, changed = retained_changes(previous, assignments)
     shown = summary.drop(columns=["quarter", "description", "model_version"])
-    top = summary.iloc[0]
+    headline = headline_of(summary)
+    yield dg.MaterializeResult(asset_key=SUMMARY, metadata={
+        **summary_meta, "segments": dg.MetadataValue.md(md_table(shown, max_rows=20)), "headline": headline})
     yield dg.MaterializeResult(
+        asset_key=TABLE,
         metadata={
-            "dagster/row_count": len(assignments),
+            **table_meta,
             "segments": dg.MetadataValue.md(md_table(shown, max_rows=20)),
-            "headline": (
-                f"{top.segment}: {top.share_customers:.1%} of customers bring {top.share_revenue:.1%} of revenue"
-            ),
+            "headline": headline,
             "k": model.k,
             "model_version": model.version,
             "model_decision": str(row["decision"]),

@@ -125,9 +125,11 @@ def concentration(revenue) -> Concentration:
     )
 
 
-def headline(profile: pd.DataFrame) -> str:
-    """'X% of customers generate Y% of revenue' for the segment with the largest revenue share."""
-    top = profile.sort_values("share_revenue", ascending=False).iloc[0]
+def headline_of(profile: pd.DataFrame) -> str:
+    """'X% of customers generate Y% of revenue: the N <segment> customers.' for the segment with the largest
+    revenue share (a frame with segment, customers, share_customers, share_revenue). The one headline of the
+    product: asset metadata, the report and the CLI all use it."""
+    top = profile.sort_values(["share_revenue", "segment"], ascending=[False, True], kind="mergesort").iloc[0]
     return (
         f"{top.share_customers:.1%} of customers generate {top.share_revenue:.1%} of revenue: "
         f"the {int(top.customers):,} {top.segment} customers."

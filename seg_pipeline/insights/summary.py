@@ -6,7 +6,7 @@ from pathlib import Path
 
 import duckdb
 
-from .analysis import transition_counts
+from .analysis import headline_of, transition_counts
 
 
 class WarehouseBusy(RuntimeError):
@@ -44,10 +44,7 @@ def latest_summary(database: Path, quarter: str | None = None):
             ).df()
             if not hist.empty:
                 counts = transition_counts(hist, list(summary["segment"]))
-        top = summary.iloc[0]
-        headline = (
-            f"{top.segment}: {top.share_customers:.1%} of customers bring {top.share_revenue:.1%} of revenue."
-        )
+        headline = headline_of(summary)
         return quarter, summary, counts, headline
     finally:
         con.close()

@@ -18,9 +18,7 @@ import io
 import os
 import threading
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-
-import duckdb  # noqa: E402
+import duckdb
 
 _LOCK = threading.Lock()
 _gx = None
@@ -29,6 +27,8 @@ _gx = None
 def _import_gx():
     global _gx
     if _gx is None:
+        # no usage analytics from the pipeline's validations (set before GX reads it, at its import)
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
         import great_expectations as gx  # ~4 s on this machine
 
         _gx = gx
@@ -69,7 +69,7 @@ def build_expectation(gx, rule, index: int = 0):
 
 def validate_table(con: duckdb.DuckDBPyConnection, table: str, rules: list, suite_name: str) -> list:
     """Validate every rule on the whole table; one RuleOutcome per rule, in order."""
-    from .gate import RuleOutcome
+    from .outcome import RuleOutcome
 
     gx = _import_gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig

@@ -99,7 +99,7 @@ def test_segment_profile_and_headline():
     assert low.median_distinct_products == pytest.approx(2)
     assert p["share_customers"].sum() == pytest.approx(1) and p["share_revenue"].sum() == pytest.approx(1)
     assert top.action.startswith("Protect margin") and top["rank"] > low["rank"] > 0
-    assert A.headline(p) == "40.0% of customers generate 75.0% of revenue: the 2 High-Value Loyal customers."
+    assert A.headline_of(p) == "40.0% of customers generate 75.0% of revenue: the 2 High-Value Loyal customers."
 
 
 # ----------------------------------------------------------------------------------------------- stores

@@ -86,7 +86,7 @@ def test_html_report_embeds_every_plot_and_states_the_headline(latest):
     # a single self-contained file: nothing fetched from elsewhere
     assert not re.search(r'(src|href)="(https?:|//|[^"#d][^"]*\.(png|css|js))', text)
     profile = read_table(home, "SELECT * FROM segment_profile WHERE quarter = ?", [q])
-    headline = analysis.headline(profile)
+    headline = analysis.headline_of(profile)
     assert re.fullmatch(r"\d+\.\d% of customers generate \d+\.\d% of revenue: the [\d,]+ .+ customers\.", headline)
     assert headline in htmllib.unescape(text)
 

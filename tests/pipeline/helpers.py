@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from seg_pipeline.definitions import ALL_ASSETS
+from seg_pipeline.definitions import ALL_ASSETS, UNPARTITIONED
 from seg_pipeline.resources import build_resources
 
 UCI_COLUMNS = ["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"]
@@ -41,7 +41,7 @@ def materialize(home: Path, source, selection: list[str], instance, mapping=None
 
 
 def ingest_and_clean(home: Path, source, instance, mapping=None, raise_on_error: bool = True):
-    return materialize(home, source, ["raw_transactions", "cleaned_sales"], instance, mapping=mapping,
+    return materialize(home, source, UNPARTITIONED, instance, mapping=mapping,
                        raise_on_error=raise_on_error)
 
 
@@ -119,8 +119,8 @@ def business_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(BUSINESS_COLUMNS, kind="mergesort").reset_index(drop=True)
 
 
-CORE_PARTITIONED = ["customer_features", "scaled_matrix", "clustering_model", "segment_assignments",
-                    "segment_migration_history"]
+CORE_PARTITIONED = ["customer_features", "scaled_matrix", "scaled_matrix_columns", "clustering_model",
+                    "segment_assignments", "segment_summary", "segment_migration_history"]
 
 
 def run_core(home: Path, source, quarters: list[str], instance) -> list[str]:

@@ -203,7 +203,7 @@ def test_there_is_one_contract_file_per_asset_with_a_data_contract_check():
     from seg_pipeline.definitions import ALL_ASSETS
 
     checked = sorted(
-        a.key.to_user_string() for a in ALL_ASSETS if any(c.name == "data_contract" and c.blocking for c in a.check_specs)
+        c.asset_key.to_user_string() for a in ALL_ASSETS for c in a.check_specs if c.name == "data_contract" and c.blocking
     )
     assert set(ASSETS) <= set(checked)
     assert CONTRACT_FILES == checked

@@ -1,0 +1,5 @@
+"""The SQL transformations, installed as the package data of `seg_pipeline.sql_files` (see pyproject.toml).
+
+This file only makes the folder a regular package, which setuptools' editable install needs for a
+package-dir mapping; the code reads the `.sql` files with importlib.resources (seg_pipeline/settings.py).
+"""
