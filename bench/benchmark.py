@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,7 +159,8 @@ def _quarter_bounds(source: str):
     reader = "read_parquet(?)" if source.endswith(".parquet") else "read_csv(?)"
     lo, hi = duckdb.sql(f'SELECT min(InvoiceDate), max(InvoiceDate) FROM {reader}', params=[source]).fetchall()[0]
     q = quarters_covered(lo.date(), hi.date())[-1]
-    from datetime import datetime as dt, time as tm
+    from datetime import datetime as dt
+    from datetime import time as tm
 
     return q, dt.combine(q.end, tm()), dt.combine(q.window_start(12), tm())
 
@@ -305,7 +306,7 @@ def main() -> None:
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="segbench_"))
     rows_md = []
     detail_md = []
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     for size in args.sizes.split(","):
         for fmt in args.formats.split(","):
             src = ensure_data(size, fmt)

@@ -24,7 +24,7 @@ import argparse
 import os
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +129,7 @@ def main() -> None:
     if "cohort" in args.datasets:
         sources["single cohort, 18 months (2,500 customers)"] = write_cohort(work / "cohort.csv")
     fmt = {"model_churn": "{:.1%}", "retained_changed": "{:.1%}", "refit_ari": "{:.3f}", "refit_kept_names": "{:.1%}"}
-    out = [f"# Segment stability\n\nMeasured {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} with "
+    out = [f"# Segment stability\n\nMeasured {datetime.now(UTC):%Y-%m-%d %H:%M UTC} with "
            "`.venv/bin/python bench/stability.py`.\n\n" + (__doc__.split("\n\n", 2)[2].strip()) + "\n"]
     for label, src in sources.items():
         for mode in ("kept", "refit"):

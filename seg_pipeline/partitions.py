@@ -32,7 +32,7 @@ class Quarter:
     def label(self) -> str:
         return f"{self.start.year}-Q{(self.start.month - 1) // 3 + 1}"
 
-    def previous(self) -> "Quarter":
+    def previous(self) -> Quarter:
         return quarter_of(self.start - timedelta(days=1))
 
     def window_start(self, lookback_months: int) -> date:

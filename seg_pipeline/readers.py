@@ -94,7 +94,7 @@ class ColumnMapping:
     encoding: str | None = None
 
     @classmethod
-    def from_yaml(cls, path: str | Path | None) -> "ColumnMapping":
+    def from_yaml(cls, path: str | Path | None) -> ColumnMapping:
         if not path:
             return cls()
         p = Path(path)

@@ -6,12 +6,12 @@ with importlib.resources in settings.SQL_DIR, so the editable install and an ins
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
+from functools import cache
 
 from .settings import SQL_DIR
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_sql(name: str) -> str:
     """The text of `sql/<name>.sql` (a single SELECT statement; parameters are `$name`)."""
     path = SQL_DIR / f"{name}.sql"

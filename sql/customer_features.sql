@@ -24,7 +24,11 @@ window_lines as (
 ),
 
 invoices as (
-    select customer_id, invoice, min(invoice_date) as invoice_date, sum(cast(line_revenue as decimal(38, 6))) as invoice_revenue
+    select
+        customer_id,
+        invoice,
+        min(invoice_date) as invoice_date,
+        sum(cast(line_revenue as decimal(38, 6))) as invoice_revenue
     from window_lines
     group by customer_id, invoice
 ),

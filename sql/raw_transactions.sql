@@ -13,6 +13,8 @@ select
         l._invoice_ts_native,
         case when $date_format is not null then try_strptime(trim(l.invoice_date), $date_format) end,
         try_cast(trim(l.invoice_date) as timestamp),
-        try_strptime(trim(l.invoice_date), ['%m/%d/%Y %H:%M', '%m/%d/%Y %H:%M:%S', '%m/%d/%y %H:%M', '%Y%m%d', '%d.%m.%Y %H:%M'])
+        try_strptime(
+            trim(l.invoice_date), ['%m/%d/%Y %H:%M', '%m/%d/%Y %H:%M:%S', '%m/%d/%y %H:%M', '%Y%m%d', '%d.%m.%Y %H:%M']
+        )
     ) as invoice_ts
 from __load_raw as l

@@ -7,7 +7,8 @@ select
     coalesce(s.rule_reason, d.duplicate_reason) as rejection_reason
 from sales_rules as s
 left join duplicate_lines as d
-    on d._source_file = s._source_file
-    and d._sheet is not distinct from s._sheet
-    and d._row_number = s._row_number
+    on
+        d._source_file = s._source_file
+        and d._sheet is not distinct from s._sheet
+        and d._row_number = s._row_number
 where s.rule_reason is not null or d.duplicate_reason is not null

@@ -5,10 +5,11 @@
 -- every row, when the cleaning SQL changed or a file was removed or replaced).
 with non_product_codes as (
     -- service lines, fees and adjustments that are not product sales (UCI Online Retail II)
-    select * from (values
+    select * from (
+        values
         ('POST'), ('DOT'), ('M'), ('D'), ('C2'), ('S'), ('B'), ('BANK CHARGES'), ('AMAZONFEE'),
         ('ADJUST'), ('ADJUST2'), ('PADS'), ('CRUK'), ('CARRIAGE'), ('DISCOUNT')
-    ) as t(code)
+    ) as t (code)
 ),
 
 normalised as (
@@ -29,17 +30,22 @@ normalised as (
 
 select
     n.*,
-    hash(n.invoice_norm, n.stock_code_norm, n.description_norm, n.quantity_value, n.invoice_ts, n.price_value,
-         n.customer_norm, n.country_norm, n.store_norm) as line_hash,
+    hash(
+        n.invoice_norm, n.stock_code_norm, n.description_norm, n.quantity_value, n.invoice_ts, n.price_value,
+        n.customer_norm, n.country_norm, n.store_norm
+    ) as line_hash,
     case
         when n.invoice_norm is null or n.invoice_norm = '' then 'missing_invoice'
         when n.invoice_ts is null then 'unparseable_date'
-        when n.invoice_ts < timestamp '1990-01-01' or n.invoice_ts > n._loaded_at + interval 1 day then 'date_out_of_range'
+        when
+            n.invoice_ts < timestamp '1990-01-01' or n.invoice_ts > n._loaded_at + interval 1 day
+            then 'date_out_of_range'
         when n.quantity_value is null then 'unparseable_quantity'
         when n.price_value is null then 'unparseable_price'
         when n.invoice_norm like 'C%' then 'cancellation'
         when n.invoice_norm like 'A%' then 'adjustment'
-        when upper(n.stock_code_norm) in (select code from non_product_codes)
+        when
+            upper(n.stock_code_norm) in (select code from non_product_codes)
             or upper(n.stock_code_norm) like 'TEST%'
             or lower(n.stock_code_norm) like 'gift\_%' escape '\'
             then 'non_product_code'

@@ -52,7 +52,7 @@ EXPECTED_PARENTS = {
 }
 ASSET_NAMES = set(DESIGN_CARD)
 PARTITIONED = set(EXPECTED_PARENTS) - {"raw_transactions", "cleaned_sales", "rejected_sales"}
-INTERNAL_TABLES = {"_pipeline_state", "_raw_mapping"}  # bookkeeping, not data products
+INTERNAL_TABLES = {"_pipeline_state"}  # bookkeeping (one state table), not a data product
 
 
 def all_asset_names() -> set[str]:

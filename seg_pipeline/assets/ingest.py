@@ -1,17 +1,18 @@
 """raw_transactions: the configured source, loaded as it is, keyed by file hash."""
 
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from .. import readers
 from ..resources import PipelineHome, Warehouse
 from ..sql import load_sql
-from ..storage import create_stage, stage_name, table_exists, transaction
+from ..storage import create_stage, get_state, set_state_sql, stage_name, table_exists, transaction
 from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview, sql_references, table_metadata
 
 TABLE = "raw_transactions"
+MAPPING_STATE = "raw_transactions.mapping"  # the column mapping the raw rows were loaded under (_pipeline_state)
 LOAD = "__load_raw"  # what the readers produce, before the parsed columns are added
 
 
@@ -42,10 +43,10 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
         hashes[f] = h
     files = list(hashes)
     stage = stage_name(TABLE)
-    loaded_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    loaded_at = datetime.now(UTC).replace(tzinfo=None)
 
     with warehouse.get_connection() as con:
-        remap = _recorded_mapping(con) != mapping.fingerprint()
+        remap = (get_state(con, MAPPING_STATE) or "") != mapping.fingerprint()
         loaded: set[str] = set()
         if table_exists(con, TABLE) and not remap:
             loaded = {r[0] for r in con.execute(f"SELECT DISTINCT _source_sha256 FROM {TABLE}").fetchall()}
@@ -92,7 +93,9 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
                 if new_files:
                     con.execute(f"INSERT INTO {TABLE} SELECT * FROM {stage}")
                     con.execute(f"DROP TABLE {stage}")
-            con.execute("CREATE OR REPLACE TABLE _raw_mapping AS SELECT $fp AS fingerprint", {"fp": mapping.fingerprint()})
+            if remap:  # recorded when it changes only: an unchanged source leaves every table as it was
+                set_state_sql(con, MAPPING_STATE, mapping.fingerprint())
+            con.execute("DROP TABLE IF EXISTS _raw_mapping")  # where homes made before one state table kept it
 
         total = con.execute(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
         by_file = con.execute(
@@ -118,10 +121,3 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
     if per_file:
         return_meta["rows_per_new_file"] = dg.MetadataValue.json(per_file)
     yield dg.MaterializeResult(metadata=return_meta)
-
-
-def _recorded_mapping(con) -> str:
-    if not table_exists(con, "_raw_mapping"):
-        return ""
-    row = next(iter(con.execute("SELECT fingerprint FROM _raw_mapping").fetchall()), None)
-    return row[0] if row else ""

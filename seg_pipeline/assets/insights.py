@@ -18,7 +18,12 @@ from ..ml.naming import load_catalogue
 from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import PipelineHome, Warehouse
 from ..storage import (
-    atomic_write_bytes, atomic_write_csv, atomic_write_text, create_stage_from_df, publish_partition, table_exists,
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_text,
+    create_stage_from_df,
+    publish_partition,
+    table_exists,
 )
 from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, md_table, table_metadata, table_spec
 

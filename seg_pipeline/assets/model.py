@@ -17,7 +17,14 @@ from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import PipelineHome, Warehouse
 from ..storage import atomic_write_bytes, create_stage_from_df, publish_partition
 from ..tables import (
-    MODEL_FILE, SCALER_FILE, ModelFileError, chosen_model_row, has_sales_before, load_model, read_features, read_matrix,
+    MODEL_FILE,
+    SCALER_FILE,
+    ModelFileError,
+    chosen_model_row,
+    has_sales_before,
+    load_model,
+    read_features,
+    read_matrix,
 )
 from .common import GROUP, OWNERS, contract_spec, gate, md_table, table_metadata, table_spec
 

@@ -71,7 +71,7 @@ class ReportData:
     stability: Stability | None = None
     plots: list[Plot] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # label -> file name in the report folder
-    generated_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    generated_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))
 
     @property
     def plot_map(self) -> dict[str, Plot]:

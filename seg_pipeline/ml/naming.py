@@ -13,7 +13,7 @@ cluster that qualifies for no free name gets an honest descriptive name built fr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +84,7 @@ class CatalogueError(ValueError):
     pass
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_catalogue(path: Path = CATALOGUE_PATH) -> Catalogue:
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     segs = []

@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib.util
 import string
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -50,7 +50,7 @@ class Rule:
     def subject(self) -> str | None:
         return self.kwargs.get("column") or self.column
 
-    def render(self, params: dict, where: str = "") -> "Rule":
+    def render(self, params: dict, where: str = "") -> Rule:
         try:
             return self._render(params)
         except KeyError as exc:
@@ -59,7 +59,7 @@ class Rule:
                 f"supply (it supplies: {sorted(params)})"
             ) from None
 
-    def _render(self, params: dict) -> "Rule":
+    def _render(self, params: dict) -> Rule:
         def sub(v):
             if isinstance(v, str):
                 t = string.Template(v)
@@ -100,7 +100,7 @@ def contract_path(asset: str, directory: Path = CONTRACTS_DIR) -> Path:
     return directory / f"{asset}.yaml"
 
 
-@lru_cache(maxsize=None)
+@cache
 def known_expectation_types() -> frozenset[str]:
     """GX's core expectation types, read from the names of its modules (one per expectation) without
     importing GX, which takes seconds: contracts are loaded whenever the Dagster definitions are."""
@@ -109,7 +109,7 @@ def known_expectation_types() -> frozenset[str]:
     return frozenset(p.stem for p in core.glob("expect_*.py"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_contract(asset: str, directory: Path = CONTRACTS_DIR) -> Contract:
     path = contract_path(asset, directory)
     if not path.is_file():

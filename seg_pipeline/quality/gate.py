@@ -8,9 +8,8 @@ See `gx_duckdb.py` for the one compatibility fix this needs in GX 1.24.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import dagster as dg
 import duckdb
@@ -18,6 +17,7 @@ import duckdb
 from .contracts import Contract, Rule, load_contract
 from .gx_duckdb import validate_table
 from .outcome import MAX_EXAMPLES, RuleOutcome, _short
+
 
 @dataclass
 class ContractOutcome:

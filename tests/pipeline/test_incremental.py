@@ -16,7 +16,7 @@ LINEAGE_FREE = ["_loaded_at"]  # the only column that differs between two homes 
 
 
 def _step_metadata(result, asset: str) -> dict:
-    mats = [m for m in result.asset_materializations_for_node(asset)]
+    mats = [m for m in result.asset_materializations_for_node(asset) if m.asset_key.to_user_string() == asset]
     assert len(mats) == 1
     return {k: v.value for k, v in mats[0].metadata.items()}
 

@@ -39,7 +39,7 @@ ASSETS = [
     "segment_assignments",
     "segment_migration_history",
 ]
-RAW_TABLES = {"raw_transactions", "_raw_mapping"}
+RAW_TABLES = {"raw_transactions", "_pipeline_state"}  # what a raw_transactions run writes (its mapping state row)
 
 
 @pytest.fixture(scope="session")

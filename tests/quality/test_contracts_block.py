@@ -197,8 +197,11 @@ def test_gate_raises_a_dagster_failure_that_carries_the_message(warehouse):
     from seg_pipeline.assets.common import gate as asset_gate
 
     results = []
-    with pytest.raises(dg.Failure) as exc:
-        for r in asset_gate(dg.build_asset_context(), con, "customer_features", bad, params["customer_features"]):
+    # `with`: the context owns an ephemeral Dagster instance (two in-memory SQLite storages); closing it here
+    # disposes them now instead of leaving it to the garbage collector, whose SQLAlchemy connection finalizer
+    # and the context's __del__ would each close the same connection ("Cannot operate on a closed database").
+    with dg.build_asset_context() as context, pytest.raises(dg.Failure) as exc:
+        for r in asset_gate(context, con, "customer_features", bad, params["customer_features"]):
             results.append(r)
     assert len(results) == 1 and not results[0].passed
     assert f"[ERROR] {rule} (column {column}): FAILED: 1 row(s) break it" in exc.value.description
