@@ -71,8 +71,14 @@ def worker_pipeline(scenario: str, source: str, home: str) -> dict:
 
     def materialize(selection, partition_key=None):
         t0 = time.perf_counter()
-        r = dg.materialize(ALL_ASSETS, selection=selection, partition_key=partition_key, resources=resources,
-                           instance=instance, run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
+        r = dg.materialize(
+            ALL_ASSETS,
+            selection=selection,
+            partition_key=partition_key,
+            resources=resources,
+            instance=instance,
+            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+        )
         dt = time.perf_counter() - t0
         for ev in r.get_asset_check_evaluations():
             sec = ev.metadata.get("validation_seconds")
@@ -90,7 +96,21 @@ def worker_pipeline(scenario: str, source: str, home: str) -> dict:
         con.close()
         qs = quarters_covered(lo.date(), hi.date())
         # untimed: the latest quarter's migration needs the previous quarter's segments
-        materialize([a for a in PARTITIONED if a not in ("segment_migration_history", "segment_insights", "segment_profile", "store_concentration", "winback_list")], qs[-2].key)
+        materialize(
+            [
+                a
+                for a in PARTITIONED
+                if a
+                not in (
+                    "segment_migration_history",
+                    "segment_insights",
+                    "segment_profile",
+                    "store_concentration",
+                    "winback_list",
+                )
+            ],
+            qs[-2].key,
+        )
         out["checks"] = {k: v for k, v in out["checks"].items() if k in ("raw_transactions", "cleaned_sales")}
         dt_q, steps = materialize(partitioned, qs[-1].key)
         out["steps"].update(steps)
@@ -144,8 +164,10 @@ def split_last_quarter(source: str, where: Path) -> tuple[Path, Path]:
     out = []
     for name, cond in (("history", f"{ts} < $start"), ("last_quarter", f"{ts} >= $start")):
         path = where / f"{name}{ext}"
-        duckdb.execute(f"COPY (SELECT * FROM {reader} WHERE {cond}) TO '{path}' {fmt}",
-                       {"src": source, "start": datetime.combine(q.start, datetime.min.time())})
+        duckdb.execute(
+            f"COPY (SELECT * FROM {reader} WHERE {cond}) TO '{path}' {fmt}",
+            {"src": source, "start": datetime.combine(q.start, datetime.min.time())},
+        )
         out.append(path)
     return out[0], out[1]
 
@@ -157,7 +179,7 @@ def _quarter_bounds(source: str):
     from seg_pipeline.partitions import quarters_covered
 
     reader = "read_parquet(?)" if source.endswith(".parquet") else "read_csv(?)"
-    lo, hi = duckdb.sql(f'SELECT min(InvoiceDate), max(InvoiceDate) FROM {reader}', params=[source]).fetchall()[0]
+    lo, hi = duckdb.sql(f"SELECT min(InvoiceDate), max(InvoiceDate) FROM {reader}", params=[source]).fetchall()[0]
     q = quarters_covered(lo.date(), hi.date())[-1]
     from datetime import datetime as dt
     from datetime import time as tm
@@ -168,8 +190,23 @@ def _quarter_bounds(source: str):
 # The baselines apply the same basic cleaning (customer present, no cancellation/adjustment invoice, quantity
 # and price > 0, no service/fee stock code, exact duplicate lines once) and compute the same customer
 # features as sql/customer_features.sql, so the three compute the same thing, differently.
-NON_PRODUCT = ["POST", "DOT", "M", "D", "C2", "S", "B", "BANK CHARGES", "AMAZONFEE", "ADJUST", "ADJUST2", "PADS",
-               "CRUK", "CARRIAGE", "DISCOUNT"]
+NON_PRODUCT = [
+    "POST",
+    "DOT",
+    "M",
+    "D",
+    "C2",
+    "S",
+    "B",
+    "BANK CHARGES",
+    "AMAZONFEE",
+    "ADJUST",
+    "ADJUST2",
+    "PADS",
+    "CRUK",
+    "CARRIAGE",
+    "DISCOUNT",
+]
 FEATURES = ["recency", "frequency", "monetary", "aov", "distinct_products", "purchase_span", "tenure"]
 
 
@@ -336,19 +373,24 @@ def main() -> None:
                 detail_md.append(
                     f"\n**{size} {fmt}, increment**: the refresh read {r0['rows_loaded_this_run']:,} new rows (the new "
                     f"file) of {SIZES[size]:,}; cleaning mode `{r0['cleaning_mode']}` (only the new file's rows were "
-                    f"cleaned); median {m['increment']:.1f} s.\n")
+                    f"cleaned); median {m['increment']:.1f} s.\n"
+                )
             if "backfill" in results:
                 steps = sorted({s for r in results["backfill"] for s in r["steps"]})
-                detail_md.append(f"\n**{size} {fmt}, full backfill ({results['backfill'][0]['quarters']} quarters): "
-                                 f"median seconds per asset, summed over the quarters**\n")
+                detail_md.append(
+                    f"\n**{size} {fmt}, full backfill ({results['backfill'][0]['quarters']} quarters): "
+                    f"median seconds per asset, summed over the quarters**\n"
+                )
                 detail_md.append("| asset | seconds |\n|---|---:|")
                 for s in steps:
                     detail_md.append(f"| {s} | {med([r['steps'].get(s) for r in results['backfill']]):.2f} |")
             if "quarter" in results:
                 steps = sorted({s for r in results["quarter"] for s in r["steps"]})
                 checks = {s: med([r["checks"].get(s) for r in results["quarter"]]) for s in steps}
-                detail_md.append(f"\n**{size} {fmt}, one quarter ({results['quarter'][0]['quarter']}): "
-                                 f"median seconds per asset (step wall time, contract included) and its GX check**\n")
+                detail_md.append(
+                    f"\n**{size} {fmt}, one quarter ({results['quarter'][0]['quarter']}): "
+                    f"median seconds per asset (step wall time, contract included) and its GX check**\n"
+                )
                 detail_md.append("| asset | step s | of which GX check s | check share |\n|---|---:|---:|---:|")
                 for s in steps:
                     st = med([r["steps"].get(s) for r in results["quarter"]])
@@ -379,7 +421,9 @@ def main() -> None:
     if args.append and out.exists():
         out.write_text(out.read_text() + "\n" + text)
     else:
-        out.write_text("# Benchmark results\n\nWritten by `bench/benchmark.py` (see its docstring for the scenarios).\n\n" + text)
+        out.write_text(
+            "# Benchmark results\n\nWritten by `bench/benchmark.py` (see its docstring for the scenarios).\n\n" + text
+        )
     print("\n" + text)
     shutil.rmtree(scratch, ignore_errors=True)
 

@@ -52,14 +52,26 @@ def write_cohort(path: Path, n_customers: int = 2500, seed: int = 3) -> Path:
             for _ in range(int(rng.integers(1, 6))):
                 price = round(float(rng.choice([0.85, 1.25, 2.1, 2.95, 4.95, 8.5])), 2)
                 qty = max(1, int(round(basket[c] * rng.lognormal(0, 0.3) / price)))
-                rows.append((str(inv), str(20000 + int(rng.integers(0, 400))), "ITEM", qty, t.strftime("%Y-%m-%d %H:%M:%S"),
-                             price, float(30000 + c), "United Kingdom"))
+                rows.append(
+                    (
+                        str(inv),
+                        str(20000 + int(rng.integers(0, 400))),
+                        "ITEM",
+                        qty,
+                        t.strftime("%Y-%m-%d %H:%M:%S"),
+                        price,
+                        float(30000 + c),
+                        "United Kingdom",
+                    )
+                )
             if rng.random() < p_drop[c]:
                 break
             gap = rng.exponential(1 / rate[c])
             t = t + pd.Timedelta(days=min(max(1.0, gap), days + 1.0))
-    df = pd.DataFrame(rows, columns=["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price",
-                                     "Customer ID", "Country"])
+    df = pd.DataFrame(
+        rows,
+        columns=["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"],
+    )
     df.to_csv(path, index=False)
     assert days > 0
     return path
@@ -75,8 +87,9 @@ def stability_table(home: Path, quarters: list[str]) -> pd.DataFrame:
         rows = []
         for prev, q in zip([None] + quarters[:-1], quarters):
             m = con.execute("SELECT * FROM clustering_model WHERE quarter = ? AND chosen", [q]).df().iloc[0]
-            a = con.execute("SELECT customer_id, segment FROM segment_assignments WHERE quarter = ? ORDER BY customer_id",
-                            [q]).df()
+            a = con.execute(
+                "SELECT customer_id, segment FROM segment_assignments WHERE quarter = ? ORDER BY customer_id", [q]
+            ).df()
             f = con.execute("SELECT * FROM customer_features WHERE quarter = ? ORDER BY customer_id", [q]).df()
             churn = retained = np.nan
             if prev is not None:
@@ -85,13 +98,21 @@ def stability_table(home: Path, quarters: list[str]) -> pd.DataFrame:
                 pa = con.execute("SELECT customer_id, segment FROM segment_assignments WHERE quarter = ?", [prev]).df()
                 both = pa.merge(a, on="customer_id", suffixes=("_p", "_n"))
                 retained = float((both.segment_p != both.segment_n).mean()) if len(both) else np.nan
-            rows.append({
-                "quarter": q, "customers": len(a), "k": int(m.k), "decision": m.decision,
-                "model_churn": churn, "retained_changed": retained,
-                "refit_ari": m.refit_ari, "refit_kept_names": (1 - m.refit_name_change_share)
-                if pd.notna(m.refit_name_change_share) else np.nan,
-                "why": m.decision_reason,
-            })
+            rows.append(
+                {
+                    "quarter": q,
+                    "customers": len(a),
+                    "k": int(m.k),
+                    "decision": m.decision,
+                    "model_churn": churn,
+                    "retained_changed": retained,
+                    "refit_ari": m.refit_ari,
+                    "refit_kept_names": (1 - m.refit_name_change_share)
+                    if pd.notna(m.refit_name_change_share)
+                    else np.nan,
+                    "why": m.decision_reason,
+                }
+            )
         return pd.DataFrame(rows)
     finally:
         con.close()
@@ -104,8 +125,9 @@ def latest_matrix(home: Path, quarter: str) -> pd.DataFrame:
 
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     try:
-        h = con.execute("SELECT from_segment, to_segment FROM segment_migration_history WHERE quarter = ?",
-                        [quarter]).df()
+        h = con.execute(
+            "SELECT from_segment, to_segment FROM segment_migration_history WHERE quarter = ?", [quarter]
+        ).df()
     finally:
         con.close()
     return transition_counts(h)
@@ -129,8 +151,10 @@ def main() -> None:
     if "cohort" in args.datasets:
         sources["single cohort, 18 months (2,500 customers)"] = write_cohort(work / "cohort.csv")
     fmt = {"model_churn": "{:.1%}", "retained_changed": "{:.1%}", "refit_ari": "{:.3f}", "refit_kept_names": "{:.1%}"}
-    out = [f"# Segment stability\n\nMeasured {datetime.now(UTC):%Y-%m-%d %H:%M UTC} with "
-           "`.venv/bin/python bench/stability.py`.\n\n" + (__doc__.split("\n\n", 2)[2].strip()) + "\n"]
+    out = [
+        f"# Segment stability\n\nMeasured {datetime.now(UTC):%Y-%m-%d %H:%M UTC} with "
+        "`.venv/bin/python bench/stability.py`.\n\n" + (__doc__.split("\n\n", 2)[2].strip()) + "\n"
+    ]
     for label, src in sources.items():
         for mode in ("kept", "refit"):
             home = work / f"{Path(src).stem}_{mode}"
@@ -142,14 +166,19 @@ def main() -> None:
                 shown[c] = [("" if pd.isna(v) else f.format(v)) for v in shown[c]]
             churn = t["model_churn"].dropna()
             no_refit = t[(t.decision == "reused")]["model_churn"]
-            summary = (f"model churn: median {churn.median():.1%}, max {churn.max():.1%}; refits "
-                       f"{int((t.decision == 'refit').sum())} of {len(t)} quarters; churn in quarters without a refit: "
-                       f"max {no_refit.max() if len(no_refit) else 0:.1%}")
+            summary = (
+                f"model churn: median {churn.median():.1%}, max {churn.max():.1%}; refits "
+                f"{int((t.decision == 'refit').sum())} of {len(t)} quarters; churn in quarters without a refit: "
+                f"max {no_refit.max() if len(no_refit) else 0:.1%}"
+            )
             print(f"\n== {label}, model {mode}\n{shown.drop(columns='why').to_string(index=False)}\n{summary}")
             out.append(f"\n## {label}: model {mode}\n\n{summary}.\n\n" + shown.to_markdown(index=False) + "\n")
             mat = latest_matrix(home, quarters[-1])
-            out.append(f"\nMigration matrix of the latest quarter ({quarters[-1]}), customers (rows: from, columns: to):\n\n"
-                       + mat.reset_index().to_markdown(index=False) + "\n")
+            out.append(
+                f"\nMigration matrix of the latest quarter ({quarters[-1]}), customers (rows: from, columns: to):\n\n"
+                + mat.reset_index().to_markdown(index=False)
+                + "\n"
+            )
     Path(args.out).write_text("".join(out))
     print(f"\nwrote {args.out}")
 

@@ -16,7 +16,6 @@ from rich.table import Table
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
 
 
-
 def dagster_home_for(home: Path) -> Path:
     """The Dagster instance folder: DAGSTER_HOME if set, else <home>/dagster (what `dagster dev` is given)."""
     return Path(os.environ.get("DAGSTER_HOME") or home / "dagster")
@@ -54,8 +53,16 @@ def _prepare_instance(home: Path):
     return dg.DagsterInstance.from_config(str(dagster_home))
 
 
-def run_pipeline(home: Path, source: str | None = None, mapping: str | None = None, quarters: str = "all",
-                 quiet: bool = False, instance=None, refit: bool = False, model_config: dict | None = None) -> list[str]:
+def run_pipeline(
+    home: Path,
+    source: str | None = None,
+    mapping: str | None = None,
+    quarters: str = "all",
+    quiet: bool = False,
+    instance=None,
+    refit: bool = False,
+    model_config: dict | None = None,
+) -> list[str]:
     """Materialise raw and cleaned sales, then every quarterly asset for the chosen quarters (all the data
     covers, the latest, or a comma-separated list of quarter keys). Returns the quarters run. Raises
     click.ClickException with the failing step's message on failure. `instance`: a Dagster instance
@@ -106,9 +113,11 @@ def run_pipeline(home: Path, source: str | None = None, mapping: str | None = No
     elif quarters == "latest":
         # the latest quarter, preceded by any earlier quarter not segmented yet (migration needs Q-1)
         with _connect(warehouse) as con:
-            done = {r[0] for r in con.execute(
-                "SELECT DISTINCT quarter FROM segment_assignments"
-            ).fetchall()} if table_exists(con, "segment_assignments") else set()
+            done = (
+                {r[0] for r in con.execute("SELECT DISTINCT quarter FROM segment_assignments").fetchall()}
+                if table_exists(con, "segment_assignments")
+                else set()
+            )
         todo = [covered[-1]]
         for q in reversed(covered[:-1]):
             if q in done:
@@ -185,8 +194,10 @@ def _report_steps(instance, result, seconds: float, label: str, quiet: bool) -> 
         name = m.asset_key.to_user_string()
         took = durations.get(mat.step_key)
         decision = m.metadata.get("decision")
-        parts.append((f"{name} {rows.value:,}" + (f" ({took:.1f}s)" if took is not None else "") if rows is not None
-                      else name) + (f" \\[model {decision.value}]" if decision is not None else ""))
+        parts.append(
+            (f"{name} {rows.value:,}" + (f" ({took:.1f}s)" if took is not None else "") if rows is not None else name)
+            + (f" \\[model {decision.value}]" if decision is not None else "")
+        )
     console.print(f"{label:<14} [green]ok[/] {seconds:5.1f}s  " + " · ".join(parts))
 
 
@@ -204,8 +215,15 @@ def print_summary(home: Path, quarter: str | None = None) -> None:
     for col in ("segment", "customers", "% customers", "% revenue", "recency (d)", "frequency", "monetary"):
         t.add_column(col, justify="left" if col == "segment" else "right", no_wrap=True)
     for r in summary.itertuples():
-        t.add_row(r.segment, f"{r.customers:,}", f"{r.share_customers:.1%}", f"{r.share_revenue:.1%}",
-                  f"{r.mean_recency_days:.0f}", f"{r.mean_frequency:.1f}", f"{r.mean_monetary:,.0f}")
+        t.add_row(
+            r.segment,
+            f"{r.customers:,}",
+            f"{r.share_customers:.1%}",
+            f"{r.share_revenue:.1%}",
+            f"{r.mean_recency_days:.0f}",
+            f"{r.mean_frequency:.1f}",
+            f"{r.mean_monetary:,.0f}",
+        )
     console.print(t)
     console.print("(recency, frequency, monetary: segment means over the 12-month look-back window)")
     console.print(f"[bold]{headline}[/]\n")
@@ -214,8 +232,10 @@ def print_summary(home: Path, quarter: str | None = None) -> None:
         console.print(f"  {r.segment}: {r.action}")
     console.print()
     if counts is not None and not counts.empty:
-        m = Table(title=f"Migration {_label(q)} vs previous quarter (customers; rows: from, columns: to)",
-                  title_justify="left")
+        m = Table(
+            title=f"Migration {_label(q)} vs previous quarter (customers; rows: from, columns: to)",
+            title_justify="left",
+        )
         m.add_column("from \\ to", no_wrap=True)
         for c in counts.columns:
             m.add_column(str(c), justify="right")
@@ -238,15 +258,34 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--source", type=click.Path(dir_okay=True), default=None,
-              help="Transactions file (.csv, .csv.gz, .parquet, .xlsx) or folder. Default: SEG_PIPELINE_SOURCE, else the generated sample.")
-@click.option("--mapping", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="YAML column mapping for exports with other column names.")
-@click.option("--home", type=click.Path(file_okay=False), default=None, help="Pipeline home (default SEG_PIPELINE_HOME or .seg_home).")
-@click.option("--quarters", default="all", show_default=True, help="all, latest, or comma-separated quarter keys (2011-07-01).")
-@click.option("--refit", is_flag=True, default=False,
-              help="Refit the segment model in the quarters run instead of keeping it (names carry over to matching "
-                   "clusters). Usually with --quarters latest.")
+@click.option(
+    "--source",
+    type=click.Path(dir_okay=True),
+    default=None,
+    help="Transactions file (.csv, .csv.gz, .parquet, .xlsx) or folder. Default: SEG_PIPELINE_SOURCE, else the generated sample.",
+)
+@click.option(
+    "--mapping",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="YAML column mapping for exports with other column names.",
+)
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Pipeline home (default SEG_PIPELINE_HOME or .seg_home).",
+)
+@click.option(
+    "--quarters", default="all", show_default=True, help="all, latest, or comma-separated quarter keys (2011-07-01)."
+)
+@click.option(
+    "--refit",
+    is_flag=True,
+    default=False,
+    help="Refit the segment model in the quarters run instead of keeping it (names carry over to matching "
+    "clusters). Usually with --quarters latest.",
+)
 def run(source, mapping, home, quarters, refit) -> None:
     """Materialise every asset for every quarter the data covers, then print the latest summary."""
     from . import settings
@@ -260,7 +299,9 @@ def run(source, mapping, home, quarters, refit) -> None:
 
 
 @main.command()
-@click.option("--rows", type=int, default=None, help="Approximate number of lines (default: a ~5,000-customer retailer).")
+@click.option(
+    "--rows", type=int, default=None, help="Approximate number of lines (default: a ~5,000-customer retailer)."
+)
 @click.option("--customers", type=int, default=None)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help=".csv, .csv.gz, .parquet or .xlsx")

@@ -9,16 +9,18 @@ from .resources import env_resources
 from .schedules import quarterly_segmentation_job, quarterly_segmentation_schedule
 
 # in dependency order; each step's companion tables are assets of the same step
-ALL_ASSETS = dg.with_source_code_references([
-    ingest.raw_transactions,
-    cleaning.cleaned_sales,
-    features.customer_features,
-    model.scaled_matrix,
-    model.clustering_model,
-    segments.segment_assignments,
-    migration.segment_migration_history,
-    insights.segment_insights,
-])
+ALL_ASSETS = dg.with_source_code_references(
+    [
+        ingest.raw_transactions,
+        cleaning.cleaned_sales,
+        features.customer_features,
+        model.scaled_matrix,
+        model.clustering_model,
+        segments.segment_assignments,
+        migration.segment_migration_history,
+        insights.segment_insights,
+    ]
+)
 
 # every table asset by name, in dependency order: the one list the CLI, the benchmark and the tests select by
 ASSET_NAMES = [k.to_user_string() for a in ALL_ASSETS for k in a.keys]

@@ -106,10 +106,7 @@ class ColumnMapping:
         cols = dict(data.get("columns") or {})
         unknown = sorted(set(cols) - set(CANONICAL))
         if unknown:
-            raise SourceError(
-                f"column mapping file {p}: unknown target column(s) {unknown}; "
-                f"allowed: {CANONICAL}"
-            )
+            raise SourceError(f"column mapping file {p}: unknown target column(s) {unknown}; allowed: {CANONICAL}")
         return cls(
             columns={k: str(v) for k, v in cols.items()},
             amount=data.get("amount"),
@@ -186,10 +183,24 @@ def list_source_files(source: str | Path) -> list[Path]:
 
 # Typed sources (Parquet) already hold numbers and timestamps: besides the text, the reader passes those
 # values through as they are, so sql/raw_transactions.sql need not parse text it just made from them.
-NATIVE = {"quantity": ("_quantity_native", "DOUBLE"), "price": ("_price_native", "DOUBLE"),
-          "invoice_date": ("_invoice_ts_native", "TIMESTAMP")}
-_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
-            "DOUBLE", "DECIMAL")  # not FLOAT: its text ('2.1') and its value as DOUBLE (2.0999999...) differ
+NATIVE = {
+    "quantity": ("_quantity_native", "DOUBLE"),
+    "price": ("_price_native", "DOUBLE"),
+    "invoice_date": ("_invoice_ts_native", "TIMESTAMP"),
+}
+_NUMERIC = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "DOUBLE",
+    "DECIMAL",
+)  # not FLOAT: its text ('2.1') and its value as DOUBLE (2.0999999...) differ
 _TIMESTAMP = ("TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE")
 
 
@@ -215,9 +226,7 @@ def _select_list(
             # order-level export: unit price derived from the order value; kept as text like every raw value
             amt = f"{src_alias}.{quote_ident(mapping.amount)}"
             qty = f"{src_alias}.{quote_ident(cols['quantity'])}"
-            parts.append(
-                f"CAST(TRY_CAST({amt} AS DOUBLE) / NULLIF(TRY_CAST({qty} AS DOUBLE), 0) AS VARCHAR) AS price"
-            )
+            parts.append(f"CAST(TRY_CAST({amt} AS DOUBLE) / NULLIF(TRY_CAST({qty} AS DOUBLE), 0) AS VARCHAR) AS price")
         elif col is None:
             parts.append(f"CAST(NULL AS VARCHAR) AS {canon}")
         else:
@@ -227,10 +236,20 @@ def _select_list(
         if canon == "price" and col is None and mapping.amount:
             qty = cols["quantity"]
             typed = _native_kind(types.get(mapping.amount)) == "DOUBLE" and _native_kind(types.get(qty)) == "DOUBLE"
-            expr = (f"CAST({src_alias}.{quote_ident(mapping.amount)} AS DOUBLE) / "
-                    f"NULLIF(CAST({src_alias}.{quote_ident(qty)} AS DOUBLE), 0)") if typed else None
+            expr = (
+                (
+                    f"CAST({src_alias}.{quote_ident(mapping.amount)} AS DOUBLE) / "
+                    f"NULLIF(CAST({src_alias}.{quote_ident(qty)} AS DOUBLE), 0)"
+                )
+                if typed
+                else None
+            )
         else:
-            expr = f"CAST({src_alias}.{quote_ident(col)} AS {kind})" if col and _native_kind(types.get(col)) == kind else None
+            expr = (
+                f"CAST({src_alias}.{quote_ident(col)} AS {kind})"
+                if col and _native_kind(types.get(col)) == kind
+                else None
+            )
         parts.append(f"{expr or f'CAST(NULL AS {kind})'} AS {alias}")
     return ",\n  ".join(parts)
 
@@ -300,7 +319,11 @@ def stage_file(
     if len(header) == 1:
         seps = [d for d in (";", ",", "\t", "|") if d in header[0] and d != mapping.delimiter]
         if seps:
-            said = f"the column mapping sets delimiter {mapping.delimiter!r}" if mapping.delimiter else "the delimiter was detected wrongly"
+            said = (
+                f"the column mapping sets delimiter {mapping.delimiter!r}"
+                if mapping.delimiter
+                else "the delimiter was detected wrongly"
+            )
             raise SourceError(
                 f"source {path}: the header was read as one column ({header[0][:80]!r}): the file seems to be "
                 f"separated by {seps[0]!r} but {said}. Set `delimiter: {seps[0]!r}` in the column mapping file "

@@ -69,8 +69,11 @@ class Warehouse(DuckDBResource):
     def _resolved(self) -> DuckDBResource:
         home = Path(self.home).expanduser().resolve() if self.home else settings.home_dir()
         database = self.database or str(home / "warehouse.duckdb")
-        config = {"memory_limit": self.memory_limit or "2GB", "temp_directory": str(Path(database).parent / "duckdb_tmp"),
-                  **(self.connection_config or {})}
+        config = {
+            "memory_limit": self.memory_limit or "2GB",
+            "temp_directory": str(Path(database).parent / "duckdb_tmp"),
+            **(self.connection_config or {}),
+        }
         return DuckDBResource(database=database, connection_config=config)
 
     @contextlib.contextmanager
@@ -118,5 +121,7 @@ def env_resources() -> dict:
             source=dg.EnvVar("SEG_PIPELINE_SOURCE"),
             column_mapping=dg.EnvVar("SEG_PIPELINE_COLUMN_MAPPING"),
         ),
-        "warehouse": Warehouse(home=dg.EnvVar("SEG_PIPELINE_HOME"), memory_limit=dg.EnvVar("SEG_PIPELINE_DUCKDB_MEMORY")),
+        "warehouse": Warehouse(
+            home=dg.EnvVar("SEG_PIPELINE_HOME"), memory_limit=dg.EnvVar("SEG_PIPELINE_DUCKDB_MEMORY")
+        ),
     }

@@ -10,6 +10,7 @@ zero prices, damaged-stock notes, empty and literal "nan" descriptions, and exac
 Everything is vectorised numpy; big files are built chunk by chunk, each chunk an independent slice of
 customers drawn from ``np.random.default_rng([seed, chunk])``, so memory stays flat at any size.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -27,87 +28,259 @@ import pyarrow.parquet as pq
 
 COLUMNS = ["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"]
 
-_SCHEMA = pa.schema([("Invoice", pa.string()), ("StockCode", pa.string()), ("Description", pa.string()),
-                     ("Quantity", pa.int64()), ("InvoiceDate", pa.timestamp("us")), ("Price", pa.float64()),
-                     ("Customer ID", pa.float64()), ("Country", pa.string())])
+_SCHEMA = pa.schema(
+    [
+        ("Invoice", pa.string()),
+        ("StockCode", pa.string()),
+        ("Description", pa.string()),
+        ("Quantity", pa.int64()),
+        ("InvoiceDate", pa.timestamp("us")),
+        ("Price", pa.float64()),
+        ("Customer ID", pa.float64()),
+        ("Country", pa.string()),
+    ]
+)
 _FIRST_INVOICE, _FIRST_CUSTOMER_ID = 489434, 12346
 _ROWS_PER_CUSTOMER, _MIN_CUSTOMERS, _DEFAULT_CUSTOMERS = 60, 500, 5000
 _NATURAL_ROWS_PER_CUSTOMER = 85  # rows per customer without `rows` (5,000 customers: ~420k rows)
 _XLSX_MAX_ROWS = 1_000_000
 _GZIP_LEVEL = 1  # fast: 100M rows stay within minutes (level 6 is ~3x slower for ~20% smaller files)
-_GUEST_SHARE = 0.225       # share of product lines on guest invoices (no Customer ID)
-_CANCEL_SHARE = 0.018      # share of rows on "C" invoices
-_DUP_SHARE = 0.01          # share of rows followed by an exact copy
-_OVERHEAD = 1.037          # all rows / product lines (cancellations, duplicates, service lines, notes)
-_RATE = 4.0                # orders beyond the second per customer over the whole period, median value
+_GUEST_SHARE = 0.225  # share of product lines on guest invoices (no Customer ID)
+_CANCEL_SHARE = 0.018  # share of rows on "C" invoices
+_DUP_SHARE = 0.01  # share of rows followed by an exact copy
+_OVERHEAD = 1.037  # all rows / product lines (cancellations, duplicates, service lines, notes)
+_RATE = 4.0  # orders beyond the second per customer over the whole period, median value
 _LIFECYCLE_P = (0.27, 0.24, 0.15, 0.12, 0.22)  # one-time, lapsing, growing, returning, steady
 _ONCE, _LAPSE, _GROW, _RETURN = 0, 1, 2, 3
 _SHEETS = (("Year 2009-2010", None, "2010-12-10"), ("Year 2010-2011", "2010-12-01", None))
 
 # (country, weight among customers); EIRE is few customers with wholesale volume, as in UCI
-_COUNTRIES = (("United Kingdom", 8600), ("Germany", 190), ("France", 170), ("Spain", 75), ("Belgium", 52),
-              ("Portugal", 45), ("Netherlands", 40), ("Switzerland", 40), ("Sweden", 34), ("Italy", 30),
-              ("Australia", 27), ("Finland", 27), ("Austria", 25), ("Norway", 22), ("Denmark", 21),
-              ("Channel Islands", 18), ("Cyprus", 18), ("Japan", 15), ("USA", 13), ("Poland", 12),
-              ("EIRE", 10), ("Greece", 10), ("Unspecified", 8), ("Israel", 7), ("Canada", 7), ("Malta", 5),
-              ("United Arab Emirates", 5), ("Iceland", 3), ("Singapore", 3), ("Lithuania", 3), ("RSA", 3),
-              ("Bahrain", 3), ("Brazil", 3), ("Korea", 3), ("Thailand", 3), ("Hong Kong", 3),
-              ("Lebanon", 2), ("Czech Republic", 2), ("European Community", 2), ("Nigeria", 2),
-              ("West Indies", 2), ("Saudi Arabia", 2), ("Bermuda", 2))
+_COUNTRIES = (
+    ("United Kingdom", 8600),
+    ("Germany", 190),
+    ("France", 170),
+    ("Spain", 75),
+    ("Belgium", 52),
+    ("Portugal", 45),
+    ("Netherlands", 40),
+    ("Switzerland", 40),
+    ("Sweden", 34),
+    ("Italy", 30),
+    ("Australia", 27),
+    ("Finland", 27),
+    ("Austria", 25),
+    ("Norway", 22),
+    ("Denmark", 21),
+    ("Channel Islands", 18),
+    ("Cyprus", 18),
+    ("Japan", 15),
+    ("USA", 13),
+    ("Poland", 12),
+    ("EIRE", 10),
+    ("Greece", 10),
+    ("Unspecified", 8),
+    ("Israel", 7),
+    ("Canada", 7),
+    ("Malta", 5),
+    ("United Arab Emirates", 5),
+    ("Iceland", 3),
+    ("Singapore", 3),
+    ("Lithuania", 3),
+    ("RSA", 3),
+    ("Bahrain", 3),
+    ("Brazil", 3),
+    ("Korea", 3),
+    ("Thailand", 3),
+    ("Hong Kong", 3),
+    ("Lebanon", 2),
+    ("Czech Republic", 2),
+    ("European Community", 2),
+    ("Nigeria", 2),
+    ("West Indies", 2),
+    ("Saudi Arabia", 2),
+    ("Bermuda", 2),
+)
 _COUNTRY_NAMES = [c for c, _ in _COUNTRIES]
 _COUNTRY_P = np.array([w for _, w in _COUNTRIES], float) / sum(w for _, w in _COUNTRIES)
 _EIRE = _COUNTRY_NAMES.index("EIRE")
 
 # best sellers at the top of the popularity ranking: (code, description, price, pack size)
-_FAMOUS = (("85123A", "WHITE HANGING HEART T-LIGHT HOLDER", 2.55, 6), ("22423", "REGENCY CAKESTAND 3 TIER", 12.75, 1),
-           ("85099B", "JUMBO BAG RED RETROSPOT", 1.95, 10), ("84879", "ASSORTED COLOUR BIRD ORNAMENT", 1.69, 8),
-           ("47566", "PARTY BUNTING", 4.95, 4), ("20725", "LUNCH BAG RED RETROSPOT", 1.65, 10),
-           ("21212", "PACK OF 72 RETROSPOT CAKE CASES", 0.55, 24), ("22197", "POPCORN HOLDER", 0.85, 12),
-           ("21232", "STRAWBERRY CERAMIC TRINKET BOX", 1.25, 12), ("84077", "WORLD WAR 2 GLIDERS ASSTD DESIGNS", 0.29, 48))
+_FAMOUS = (
+    ("85123A", "WHITE HANGING HEART T-LIGHT HOLDER", 2.55, 6),
+    ("22423", "REGENCY CAKESTAND 3 TIER", 12.75, 1),
+    ("85099B", "JUMBO BAG RED RETROSPOT", 1.95, 10),
+    ("84879", "ASSORTED COLOUR BIRD ORNAMENT", 1.69, 8),
+    ("47566", "PARTY BUNTING", 4.95, 4),
+    ("20725", "LUNCH BAG RED RETROSPOT", 1.65, 10),
+    ("21212", "PACK OF 72 RETROSPOT CAKE CASES", 0.55, 24),
+    ("22197", "POPCORN HOLDER", 0.85, 12),
+    ("21232", "STRAWBERRY CERAMIC TRINKET BOX", 1.25, 12),
+    ("84077", "WORLD WAR 2 GLIDERS ASSTD DESIGNS", 0.29, 48),
+)
 # real products whose codes do not follow the five-digit pattern (rarely sold)
-_ODD = (("DCGS0058", "MISO PRETTY  GUM"), ("DCGS0069", "OOH LA LA DOGS COLLAR"), ("DCGS0003", "BOXED GLASS ASHTRAY"),
-        ("DCGS0076", "SUNJAR LED NIGHT NIGHT LIGHT"), ("SP1002", "KID'S CHALKBOARD/EASEL"),
-        ("15056BL", "EDWARDIAN PARASOL BLACK"), ("15056N", "EDWARDIAN PARASOL NATURAL"), ("79323W", "WHITE CHERRY LIGHTS"))
-_STYLES = ("", "", "", "SET OF 3 ", "SET OF 6 ", "PACK OF 12 ", "SMALL ", "LARGE ", "JUMBO ", "MINI ", "ASSORTED ",
-           "HANGING ", "RETRO ", "ANTIQUE ", "FRENCH ", "SWEETHEART ")
-_MOTIFS = ("RED", "PINK", "BLUE", "GREEN", "WHITE", "IVORY", "BLACK", "CREAM", "SILVER", "GOLD", "PAISLEY",
-           "RED RETROSPOT", "POLKADOT", "VINTAGE", "REGENCY", "SKULLS", "DOLLY GIRL", "SPACEBOY", "WOODLAND",
-           "STRAWBERRY", "HEART", "BIRD", "FLORAL", "ROSE", "CHRISTMAS", "ZINC", "GLASS", "WOODEN", "ENAMEL",
-           "CERAMIC", "LOVE", "BAROQUE", "ALPHABET", "CIRCUS PARADE", "GINGHAM", "UNION JACK")
-_ITEMS = ("T-LIGHT HOLDER", "LUNCH BAG", "JUMBO BAG", "CAKE STAND", "TEA TOWEL", "MUG", "CUSHION COVER", "DOORMAT",
-          "BUNTING", "PHOTO FRAME", "NAPKINS", "PAPER CUPS", "CANDLE", "LANTERN", "WALL CLOCK", "NOTEBOOK",
-          "PENCILS", "STICKERS", "WRAP", "GIFT BAG", "PURSE", "HOT WATER BOTTLE", "CHILDRENS APRON", "BAKING SET",
-          "TRINKET BOX", "HANGING ORNAMENT", "DRAWER KNOB", "COAT RACK", "STORAGE TIN", "PLATE", "BOWL", "BOTTLE",
-          "METAL SIGN", "KEY RING", "HAIR CLIP", "BRACELET", "LAMP", "PARASOL", "SPOON", "MAGNET", "SNOW GLOBE",
-          "WREATH", "BELL", "EGG CUP", "CAKE CASES", "PARTY BAG", "DOILY", "BOX OF MATCHES")
-_NOTES = ("damaged", "lost", "?", "check", "missing", "wet damaged", "Damaged", "smashed", "thrown away",
-          "sold as set on dotcom", "found", "mixed up", None, None, None, None, "nan")
+_ODD = (
+    ("DCGS0058", "MISO PRETTY  GUM"),
+    ("DCGS0069", "OOH LA LA DOGS COLLAR"),
+    ("DCGS0003", "BOXED GLASS ASHTRAY"),
+    ("DCGS0076", "SUNJAR LED NIGHT NIGHT LIGHT"),
+    ("SP1002", "KID'S CHALKBOARD/EASEL"),
+    ("15056BL", "EDWARDIAN PARASOL BLACK"),
+    ("15056N", "EDWARDIAN PARASOL NATURAL"),
+    ("79323W", "WHITE CHERRY LIGHTS"),
+)
+_STYLES = (
+    "",
+    "",
+    "",
+    "SET OF 3 ",
+    "SET OF 6 ",
+    "PACK OF 12 ",
+    "SMALL ",
+    "LARGE ",
+    "JUMBO ",
+    "MINI ",
+    "ASSORTED ",
+    "HANGING ",
+    "RETRO ",
+    "ANTIQUE ",
+    "FRENCH ",
+    "SWEETHEART ",
+)
+_MOTIFS = (
+    "RED",
+    "PINK",
+    "BLUE",
+    "GREEN",
+    "WHITE",
+    "IVORY",
+    "BLACK",
+    "CREAM",
+    "SILVER",
+    "GOLD",
+    "PAISLEY",
+    "RED RETROSPOT",
+    "POLKADOT",
+    "VINTAGE",
+    "REGENCY",
+    "SKULLS",
+    "DOLLY GIRL",
+    "SPACEBOY",
+    "WOODLAND",
+    "STRAWBERRY",
+    "HEART",
+    "BIRD",
+    "FLORAL",
+    "ROSE",
+    "CHRISTMAS",
+    "ZINC",
+    "GLASS",
+    "WOODEN",
+    "ENAMEL",
+    "CERAMIC",
+    "LOVE",
+    "BAROQUE",
+    "ALPHABET",
+    "CIRCUS PARADE",
+    "GINGHAM",
+    "UNION JACK",
+)
+_ITEMS = (
+    "T-LIGHT HOLDER",
+    "LUNCH BAG",
+    "JUMBO BAG",
+    "CAKE STAND",
+    "TEA TOWEL",
+    "MUG",
+    "CUSHION COVER",
+    "DOORMAT",
+    "BUNTING",
+    "PHOTO FRAME",
+    "NAPKINS",
+    "PAPER CUPS",
+    "CANDLE",
+    "LANTERN",
+    "WALL CLOCK",
+    "NOTEBOOK",
+    "PENCILS",
+    "STICKERS",
+    "WRAP",
+    "GIFT BAG",
+    "PURSE",
+    "HOT WATER BOTTLE",
+    "CHILDRENS APRON",
+    "BAKING SET",
+    "TRINKET BOX",
+    "HANGING ORNAMENT",
+    "DRAWER KNOB",
+    "COAT RACK",
+    "STORAGE TIN",
+    "PLATE",
+    "BOWL",
+    "BOTTLE",
+    "METAL SIGN",
+    "KEY RING",
+    "HAIR CLIP",
+    "BRACELET",
+    "LAMP",
+    "PARASOL",
+    "SPOON",
+    "MAGNET",
+    "SNOW GLOBE",
+    "WREATH",
+    "BELL",
+    "EGG CUP",
+    "CAKE CASES",
+    "PARTY BAG",
+    "DOILY",
+    "BOX OF MATCHES",
+)
+_NOTES = (
+    "damaged",
+    "lost",
+    "?",
+    "check",
+    "missing",
+    "wet damaged",
+    "Damaged",
+    "smashed",
+    "thrown away",
+    "sold as set on dotcom",
+    "found",
+    "mixed up",
+    None,
+    None,
+    None,
+    None,
+    "nan",
+)
 
 # Non-product lines: (code, description, rows per million, placement, quantity range, price rule).
 # placement: foreign/guest/cust = extra line on a foreign-customer/guest/customer invoice; cancel = own "C"
 # invoice of a customer; solo = own invoice of a customer; anon/anon_cancel = own invoice without customer.
-_SPECIALS = (("POST", "POSTAGE", 1990, "foreign", (1, 3), (18.0, 18.0, 18.0, 15.0, 40.0)),
-             ("DOT", "DOTCOM POSTAGE", 1350, "guest", (1, 1), ("logn", 60.0, 0.9)),
-             ("M", "Manual", 900, "cust", (1, 6), ("logn", 4.0, 1.4)),
-             ("M", "Manual", 420, "cancel", (1, 1), ("logn", 8.0, 1.4)),
-             ("m", "Manual", 5, "cust", (1, 1), ("logn", 2.5, 0.5)),
-             ("C2", "CARRIAGE", 265, "cust", (1, 1), (50.0,)),
-             ("D", "Discount", 166, "cancel", (1, 1), ("logn", 20.0, 1.0)),
-             ("S", "SAMPLES", 97, "cancel", (1, 1), ("logn", 30.0, 1.0)),
-             ("BANK CHARGES", "Bank Charges", 96, "solo", (1, 1), (15.0,)),
-             ("ADJUST", "Adjustment by john on 26/01/2010 16", 60, "solo", (1, 1), ("logn", 30.0, 1.0)),
-             ("ADJUST2", "Adjustment by Peter on Jun 25 2010 ", 3, "solo", (1, 1), ("logn", 100.0, 0.5)),
-             ("AMAZONFEE", "AMAZON FEE", 40, "anon_cancel", (1, 1), ("logn", 2000.0, 1.0)),
-             ("gift_0001_10", "Dotcomgiftshop Gift Voucher £10.00", 8, "guest", (1, 1), (8.51,)),
-             ("gift_0001_20", "Dotcomgiftshop Gift Voucher £20.00", 10, "guest", (1, 1), (17.02,)),
-             ("gift_0001_30", "Dotcomgiftshop Gift Voucher £30.00", 6, "guest", (1, 1), (25.53,)),
-             ("gift_0001_50", "Dotcomgiftshop Gift Voucher £50.00", 4, "guest", (1, 1), (42.55,)),
-             ("PADS", "PADS TO MATCH ALL CUSHIONS", 18, "cust", (1, 1), (0.01,)),  # UCI: 0.001; kept at 2 decimals
-             ("CRUK", "CRUK Commission", 15, "cancel", (1, 1), ("logn", 300.0, 0.8)),
-             ("TEST001", "This is a test product.", 10, "anon", (1, 5), (4.5,)),
-             ("TEST002", "This is a test product.", 2, "anon", (1, 1), (1.0,)),
-             ("B", "Adjust bad debt", 0, "adjust", (1, 1), ("logn", -20000.0, 0.8)))
-_NOTE_RATE, _FREE_SHARE = 1800, 0.001   # damaged/lost notes per million rows; zero-price product lines
+_SPECIALS = (
+    ("POST", "POSTAGE", 1990, "foreign", (1, 3), (18.0, 18.0, 18.0, 15.0, 40.0)),
+    ("DOT", "DOTCOM POSTAGE", 1350, "guest", (1, 1), ("logn", 60.0, 0.9)),
+    ("M", "Manual", 900, "cust", (1, 6), ("logn", 4.0, 1.4)),
+    ("M", "Manual", 420, "cancel", (1, 1), ("logn", 8.0, 1.4)),
+    ("m", "Manual", 5, "cust", (1, 1), ("logn", 2.5, 0.5)),
+    ("C2", "CARRIAGE", 265, "cust", (1, 1), (50.0,)),
+    ("D", "Discount", 166, "cancel", (1, 1), ("logn", 20.0, 1.0)),
+    ("S", "SAMPLES", 97, "cancel", (1, 1), ("logn", 30.0, 1.0)),
+    ("BANK CHARGES", "Bank Charges", 96, "solo", (1, 1), (15.0,)),
+    ("ADJUST", "Adjustment by john on 26/01/2010 16", 60, "solo", (1, 1), ("logn", 30.0, 1.0)),
+    ("ADJUST2", "Adjustment by Peter on Jun 25 2010 ", 3, "solo", (1, 1), ("logn", 100.0, 0.5)),
+    ("AMAZONFEE", "AMAZON FEE", 40, "anon_cancel", (1, 1), ("logn", 2000.0, 1.0)),
+    ("gift_0001_10", "Dotcomgiftshop Gift Voucher £10.00", 8, "guest", (1, 1), (8.51,)),
+    ("gift_0001_20", "Dotcomgiftshop Gift Voucher £20.00", 10, "guest", (1, 1), (17.02,)),
+    ("gift_0001_30", "Dotcomgiftshop Gift Voucher £30.00", 6, "guest", (1, 1), (25.53,)),
+    ("gift_0001_50", "Dotcomgiftshop Gift Voucher £50.00", 4, "guest", (1, 1), (42.55,)),
+    ("PADS", "PADS TO MATCH ALL CUSHIONS", 18, "cust", (1, 1), (0.01,)),  # UCI: 0.001; kept at 2 decimals
+    ("CRUK", "CRUK Commission", 15, "cancel", (1, 1), ("logn", 300.0, 0.8)),
+    ("TEST001", "This is a test product.", 10, "anon", (1, 5), (4.5,)),
+    ("TEST002", "This is a test product.", 2, "anon", (1, 1), (1.0,)),
+    ("B", "Adjust bad debt", 0, "adjust", (1, 1), ("logn", -20000.0, 0.8)),
+)
+_NOTE_RATE, _FREE_SHARE = 1800, 0.001  # damaged/lost notes per million rows; zero-price product lines
 
 
 def _catalogue(seed: int) -> dict:
@@ -118,16 +291,24 @@ def _catalogue(seed: int) -> dict:
     bases = rng.choice(pool, 3150, replace=False, p=weight / weight.sum())
     n_var = np.where(rng.random(bases.size) < 0.1, rng.integers(2, 5, bases.size), 0)
     taken = {c for c, *_ in _FAMOUS}
-    codes = [c for b, k in zip(bases.tolist(), n_var.tolist())
-             for c in ([f"{b}{s}" for s in "ABCDE"[:k]] if k else [str(b)]) if c not in taken]
+    codes = [
+        c
+        for b, k in zip(bases.tolist(), n_var.tolist())
+        for c in ([f"{b}{s}" for s in "ABCDE"[:k]] if k else [str(b)])
+        if c not in taken
+    ]
     n = len(codes)
-    desc = [f"{_STYLES[a]}{_MOTIFS[b]} {_ITEMS[c]}" for a, b, c in zip(
-        rng.integers(0, len(_STYLES), n), rng.integers(0, len(_MOTIFS), n), rng.integers(0, len(_ITEMS), n))]
+    desc = [
+        f"{_STYLES[a]}{_MOTIFS[b]} {_ITEMS[c]}"
+        for a, b, c in zip(
+            rng.integers(0, len(_STYLES), n), rng.integers(0, len(_MOTIFS), n), rng.integers(0, len(_ITEMS), n)
+        )
+    ]
     price = np.clip(rng.lognormal(np.log(2.1), 0.75, n), 0.1, 15.0)
     pricey = rng.random(n) < 0.02
     price[pricey] = np.clip(rng.lognormal(np.log(35.0), 0.7, pricey.sum()), 15.0, 650.0)
     price = np.where(rng.random(n) < 0.6, np.round(price * 20) / 20, np.round(price, 2)).clip(0.1)
-    pack = rng.choice([1, 2, 3, 4, 6, 8, 10, 12, 24], n, p=[.25, .1, .05, .08, .17, .05, .05, .2, .05])
+    pack = rng.choice([1, 2, 3, 4, 6, 8, 10, 12, 24], n, p=[0.25, 0.1, 0.05, 0.08, 0.17, 0.05, 0.05, 0.2, 0.05])
     pack = np.where(price > 8, 1, pack)
     for i in np.flatnonzero(rng.random(n) < 0.002):  # a few descriptions quote a price in pounds
         desc[i] = f"{desc[i]} £{max(1, round(price[i]))} EACH"
@@ -151,15 +332,23 @@ def _calendar(start: str, end: str) -> dict:
     month = days.astype("datetime64[M]").astype(np.int64) % 12
     dom = (days - days.astype("datetime64[M]")).astype(np.int64) + 1
     dow = (days.astype(np.int64) + 3) % 7  # Monday = 0
-    w = (np.array([1.0, 1.05, 1.0, 1.1, 0.8, 0.0, 0.55])[dow] * np.linspace(1.0, 1.1, days.size)
-         * np.array([.75, .8, .95, .85, .9, .95, .95, 1.0, 1.2, 1.3, 1.6, 1.3])[month])
+    w = (
+        np.array([1.0, 1.05, 1.0, 1.1, 0.8, 0.0, 0.55])[dow]
+        * np.linspace(1.0, 1.1, days.size)
+        * np.array([0.75, 0.8, 0.95, 0.85, 0.9, 0.95, 0.95, 1.0, 1.2, 1.3, 1.6, 1.3])[month]
+    )
     w[((month == 11) & (dom >= 23)) | ((month == 0) & (dom <= 3))] = 0.0
     if w.sum() == 0:
         w[:] = 1.0
     idx = np.where(w > 0, np.arange(w.size), w.size)
     burst = np.flatnonzero((month == 10) | ((month == 11) & (dom < 10)))  # November - 9 December
-    return {"first": first, "cum": np.cumsum(w) / w.sum(), "n": w.size, "burst": burst,
-            "next_open": np.minimum.accumulate(idx[::-1])[::-1]}
+    return {
+        "first": first,
+        "cum": np.cumsum(w) / w.sum(),
+        "n": w.size,
+        "burst": burst,
+        "next_open": np.minimum.accumulate(idx[::-1])[::-1],
+    }
 
 
 def _shop_minutes(rng, n: int) -> np.ndarray:
@@ -183,8 +372,9 @@ def _later(rng, cal: dict, minute: np.ndarray) -> np.ndarray:
     new_day = cal["next_open"][np.minimum(day + lag, cal["n"] - 1)]
     same = (lag == 0) | (new_day >= cal["n"])
     soon = np.minimum(minute + rng.integers(1, 120, minute.size), day * 1440 + 1199)
-    return np.maximum(minute, np.where(same, soon, np.minimum(new_day, cal["n"] - 1) * 1440
-                                       + _shop_minutes(rng, minute.size)))
+    return np.maximum(
+        minute, np.where(same, soon, np.minimum(new_day, cal["n"] - 1) * 1440 + _shop_minutes(rng, minute.size))
+    )
 
 
 def _lines(rng, mean: np.ndarray) -> np.ndarray:
@@ -222,14 +412,25 @@ def _customers(rng, n: int, cal: dict, rows: int | None) -> dict:
     active = s_end - s_a - gap
     s_first = np.where(r < 0.2, s_a + np.minimum(0.1, active) * rng.random(n), s_a)
     repeat = kind != _ONCE
-    lam = np.where(repeat, _RATE * value ** 0.25 * active, 0.0)
-    mean_lines = np.clip(rng.lognormal(np.log(19.0), 0.35, n) * value ** 0.15, 2, 34)
+    lam = np.where(repeat, _RATE * value**0.25 * active, 0.0)
+    mean_lines = np.clip(rng.lognormal(np.log(19.0), 0.35, n) * value**0.15, 2, 34)
     if rows is not None:  # scale order rates so the chunk lands just above `rows` (trimmed later)
         target = rows * 1.06 / _OVERHEAD * (1 - _GUEST_SHARE)
         lam *= max(0.0, (target - (mean_lines * (1 + repeat)).sum()) / max((mean_lines * lam).sum(), 1e-9))
-    return {"country": country, "value": value, "wholesale": wholesale, "kind": kind, "repeat": repeat,
-            "s_a": s_a, "s_first": s_first, "active": active, "gap": gap, "gap_at": gap_at, "lam": lam,
-            "mean_lines": mean_lines}
+    return {
+        "country": country,
+        "value": value,
+        "wholesale": wholesale,
+        "kind": kind,
+        "repeat": repeat,
+        "s_a": s_a,
+        "s_first": s_first,
+        "active": active,
+        "gap": gap,
+        "gap_at": gap_at,
+        "lam": lam,
+        "mean_lines": mean_lines,
+    }
 
 
 def _orders(rng, c: dict, cal: dict) -> dict:
@@ -246,9 +447,12 @@ def _orders(rng, c: dict, cal: dict) -> dict:
     n_guest = int(round(lines.sum() * _GUEST_SHARE / (1 - _GUEST_SHARE) / 22.0))  # dotcom shop, ~all UK
     cust = np.r_[cust, np.full(n_guest, -1)]
     guest_country = np.where(rng.random(cust.size) < 0.97, 0, rng.choice(len(_COUNTRIES), cust.size, p=_COUNTRY_P))
-    return {"cust": cust, "minute": np.r_[minute, _to_minutes(rng, cal, rng.random(n_guest))],
-            "lines": np.r_[lines, _lines(rng, np.full(n_guest, 22.0))],
-            "country": np.where(cust >= 0, c["country"][np.maximum(cust, 0)], guest_country)}
+    return {
+        "cust": cust,
+        "minute": np.r_[minute, _to_minutes(rng, cal, rng.random(n_guest))],
+        "lines": np.r_[lines, _lines(rng, np.full(n_guest, 22.0))],
+        "country": np.where(cust >= 0, c["country"][np.maximum(cust, 0)], guest_country),
+    }
 
 
 class _Tables:
@@ -266,13 +470,16 @@ class _Tables:
         return np.arange(self.n_inv - len(cust), self.n_inv)
 
     def add_rows(self, inv, pos, code, desc, qty, price, regular: bool = False) -> None:
-        for k, v in zip(self.rows, (inv, pos, code, desc, np.asarray(qty, np.int64), price,
-                                    np.full(len(inv), regular))):
+        for k, v in zip(
+            self.rows, (inv, pos, code, desc, np.asarray(qty, np.int64), price, np.full(len(inv), regular))
+        ):
             self.rows[k].append(np.asarray(v))
 
     def arrays(self) -> tuple[dict, dict]:
-        return ({k: np.concatenate(v) for k, v in self.inv.items()},
-                {k: np.concatenate(v) for k, v in self.rows.items()})
+        return (
+            {k: np.concatenate(v) for k, v in self.inv.items()},
+            {k: np.concatenate(v) for k, v in self.rows.items()},
+        )
 
 
 def _product_lines(rng, cat: dict, c: dict, o: dict, tab: _Tables) -> dict:
@@ -324,8 +531,11 @@ def _quirks(rng, cal: dict, o: dict, p: dict, tab: _Tables, n_prod: int) -> None
 
     foreign = cust_orders[o["country"][cust_orders] != 0]
     guest = np.flatnonzero(o["cust"] < 0)
-    hosts = {"foreign": foreign if foreign.size else cust_orders, "cust": cust_orders,
-             "guest": guest if guest.size else cust_orders}
+    hosts = {
+        "foreign": foreign if foreign.size else cust_orders,
+        "cust": cust_orders,
+        "guest": guest if guest.size else cust_orders,
+    }
     for j, (_, _, per_m, place, (q_lo, q_hi), rule) in enumerate(_SPECIALS):
         cnt = int(rng.integers(4, 7)) if place == "adjust" else max(1, int(rng.poisson(per_m * est_rows / 1e6)))
         q = rng.integers(q_lo, q_hi + 1, cnt)
@@ -334,8 +544,9 @@ def _quirks(rng, cal: dict, o: dict, p: dict, tab: _Tables, n_prod: int) -> None
             pos, idx = pos + 100, rng.choice(hosts[place], cnt, replace=cnt > hosts[place].size)
         elif place in ("cancel", "solo"):  # own invoice of a customer, after one of their orders
             src = rng.choice(cust_orders, cnt)
-            idx = tab.add_invoices(_later(rng, cal, o["minute"][src]), o["cust"][src], o["country"][src],
-                                   int(place == "cancel"))
+            idx = tab.add_invoices(
+                _later(rng, cal, o["minute"][src]), o["cust"][src], o["country"][src], int(place == "cancel")
+            )
             q = -q if place == "cancel" else q
         else:  # own invoice without customer
             prefix = {"anon": 0, "anon_cancel": 1, "adjust": 2}[place]
@@ -347,13 +558,19 @@ def _quirks(rng, cal: dict, o: dict, p: dict, tab: _Tables, n_prod: int) -> None
     cnt = max(1, int(rng.poisson(_NOTE_RATE * est_rows / 1e6)))
     idx = tab.add_invoices(_to_minutes(rng, cal, rng.random(cnt)), np.full(cnt, -1), np.zeros(cnt, int))
     q = np.round(rng.lognormal(2.5, 1.2, cnt)).astype(np.int64) + 1
-    tab.add_rows(idx, np.zeros(cnt, np.int64), rng.integers(0, n_prod, cnt),
-                 n_prod + len(_SPECIALS) + rng.integers(0, len(_NOTES), cnt),
-                 np.where(rng.random(cnt) < 0.85, -q, q), np.zeros(cnt))
+    tab.add_rows(
+        idx,
+        np.zeros(cnt, np.int64),
+        rng.integers(0, n_prod, cnt),
+        n_prod + len(_SPECIALS) + rng.integers(0, len(_NOTES), cnt),
+        np.where(rng.random(cnt) < 0.85, -q, q),
+        np.zeros(cnt),
+    )
 
 
-def _assemble(rng, cat: dict, cal: dict, tab: _Tables, n: int, rows: int | None, chunk: int, n_chunks: int,
-              id_offset: int) -> pa.Table:
+def _assemble(
+    rng, cat: dict, cal: dict, tab: _Tables, n: int, rows: int | None, chunk: int, n_chunks: int, id_offset: int
+) -> pa.Table:
     """Number invoices in time order (interleaved across chunks), sort rows, add duplicates, trim to `rows`."""
     inv, r = tab.arrays()
     n_inv, n_rows = tab.n_inv, r["inv"].size
@@ -381,15 +598,31 @@ def _assemble(rng, cat: dict, cal: dict, tab: _Tables, n: int, rows: int | None,
     codes = pa.array(cat["codes"] + [s[0] for s in _SPECIALS], pa.string())
     descs = pa.array(cat["desc"] + [s[1] for s in _SPECIALS] + list(_NOTES), pa.string())
     stamp = (cal["first"].astype("datetime64[m]") + inv["minute"][ri]).astype("datetime64[us]")
-    return pa.Table.from_arrays([
-        invoice.take(pa.array(ri)), codes.take(pa.array(r["code"][take])), descs.take(pa.array(r["desc"][take])),
-        pa.array(r["qty"][take], pa.int64()), pa.array(stamp, pa.timestamp("us")),
-        pa.array(r["price"][take], pa.float64()), pa.array(ids[np.maximum(cust, 0)], pa.float64(), mask=cust < 0),
-        pa.array(_COUNTRY_NAMES, pa.string()).take(pa.array(inv["country"][ri]))], schema=_SCHEMA)
+    return pa.Table.from_arrays(
+        [
+            invoice.take(pa.array(ri)),
+            codes.take(pa.array(r["code"][take])),
+            descs.take(pa.array(r["desc"][take])),
+            pa.array(r["qty"][take], pa.int64()),
+            pa.array(stamp, pa.timestamp("us")),
+            pa.array(r["price"][take], pa.float64()),
+            pa.array(ids[np.maximum(cust, 0)], pa.float64(), mask=cust < 0),
+            pa.array(_COUNTRY_NAMES, pa.string()).take(pa.array(inv["country"][ri])),
+        ],
+        schema=_SCHEMA,
+    )
 
 
-def _build(n_customers: int, seed: int, start: str, end: str, rows: int | None,
-           chunk: int = 0, n_chunks: int = 1, id_offset: int = _FIRST_CUSTOMER_ID) -> pa.Table:
+def _build(
+    n_customers: int,
+    seed: int,
+    start: str,
+    end: str,
+    rows: int | None,
+    chunk: int = 0,
+    n_chunks: int = 1,
+    id_offset: int = _FIRST_CUSTOMER_ID,
+) -> pa.Table:
     """One independent chunk of transactions as an Arrow table, rows in invoice-number order."""
     if n_customers < 1 or (rows is not None and rows < 1):
         raise ValueError("n_customers and rows must be positive")
@@ -411,8 +644,13 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
     return df
 
 
-def generate_transactions(n_customers: int = _DEFAULT_CUSTOMERS, seed: int = 42, start: str = "2009-12-01",
-                          end: str = "2011-12-09", rows: int | None = None) -> pd.DataFrame:
+def generate_transactions(
+    n_customers: int = _DEFAULT_CUSTOMERS,
+    seed: int = 42,
+    start: str = "2009-12-01",
+    end: str = "2011-12-09",
+    rows: int | None = None,
+) -> pd.DataFrame:
     """Transactions shaped like UCI Online Retail II, as a DataFrame with exactly COLUMNS.
 
     With `rows`, the output has about `rows` rows (never more) and, unless `n_customers` is passed
@@ -485,8 +723,13 @@ def _write_xlsx(path: Path, df: pd.DataFrame) -> None:
             df[sel].to_excel(writer, sheet_name=name, index=False)
 
 
-def write_transactions(path: str | Path, rows: int | None = None, n_customers: int | None = None, seed: int = 42,
-                       chunk_rows: int = 2_000_000) -> Path:
+def write_transactions(
+    path: str | Path,
+    rows: int | None = None,
+    n_customers: int | None = None,
+    seed: int = 42,
+    chunk_rows: int = 2_000_000,
+) -> Path:
     """Write generated transactions to `path` (.csv, .csv.gz, .parquet or .xlsx), atomically; return the path.
 
     CSV and Parquet are streamed chunk by chunk (`chunk_rows` rows each), so memory stays flat at any size.

@@ -113,6 +113,6 @@ def describe(table: str, column: str) -> str:
     if column in COLUMNS:
         return COLUMNS[column]
     for prefix in ("mean_", "median_"):
-        if column.startswith(prefix) and column[len(prefix):] in COLUMNS:
-            return f"{prefix[:-1].capitalize()} over the segment: {COLUMNS[column[len(prefix):]][0].lower()}{COLUMNS[column[len(prefix):]][1:]}"
+        if column.startswith(prefix) and column[len(prefix) :] in COLUMNS:
+            return f"{prefix[:-1].capitalize()} over the segment: {COLUMNS[column[len(prefix) :]][0].lower()}{COLUMNS[column[len(prefix) :]][1:]}"
     return ""

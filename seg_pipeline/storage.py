@@ -163,7 +163,9 @@ def atomic_write_csv(con: duckdb.DuckDBPyConnection, df, path: Path, dates: tupl
 
 
 # Small key/value table recording what each unpartitioned step last consumed, so unchanged inputs are skipped.
-STATE_DDL = "CREATE TABLE IF NOT EXISTS _pipeline_state (step VARCHAR PRIMARY KEY, fingerprint VARCHAR, updated_at TIMESTAMP)"
+STATE_DDL = (
+    "CREATE TABLE IF NOT EXISTS _pipeline_state (step VARCHAR PRIMARY KEY, fingerprint VARCHAR, updated_at TIMESTAMP)"
+)
 
 
 def get_state(con: duckdb.DuckDBPyConnection, step: str) -> str | None:
@@ -175,6 +177,4 @@ def get_state(con: duckdb.DuckDBPyConnection, step: str) -> str | None:
 def set_state_sql(con: duckdb.DuckDBPyConnection, step: str, fingerprint: str) -> None:
     """Record a step's fingerprint (call inside the publishing transaction)."""
     con.execute(STATE_DDL)
-    con.execute(
-        "INSERT OR REPLACE INTO _pipeline_state VALUES (?, ?, now()::TIMESTAMP)", [step, fingerprint]
-    )
+    con.execute("INSERT OR REPLACE INTO _pipeline_state VALUES (?, ?, now()::TIMESTAMP)", [step, fingerprint])

@@ -30,7 +30,8 @@ def read_matrix(con, quarter: str, scaler_path: Path) -> ScaledMatrix:
     """scaled_matrix of one quarter (customer_id ascending) with its column table and fitted scaler."""
     cols = con.execute(
         "SELECT feature, kept, log_transformed, dropped_reason FROM scaled_matrix_columns WHERE quarter = ? "
-        "ORDER BY position", [quarter]
+        "ORDER BY position",
+        [quarter],
     ).df()
     if cols.empty:
         raise dg.Failure(description=f"scaled_matrix has no partition {quarter}: materialise it first")
@@ -83,8 +84,13 @@ def load_model(home: Path, row: dict) -> tuple[SegmentModel, Path]:
 def quarter_assignments(con, quarter: str) -> pd.DataFrame:
     """customer_id, segment, model_version of one quarter's segment_assignments (empty if none)."""
     if not table_exists(con, "segment_assignments"):
-        return pd.DataFrame({"customer_id": pd.Series(dtype=object), "segment": pd.Series(dtype=object),
-                             "model_version": pd.Series(dtype=object)})
+        return pd.DataFrame(
+            {
+                "customer_id": pd.Series(dtype=object),
+                "segment": pd.Series(dtype=object),
+                "model_version": pd.Series(dtype=object),
+            }
+        )
     return con.execute(
         "SELECT customer_id, segment, model_version FROM segment_assignments WHERE quarter = ? ORDER BY customer_id",
         [quarter],
@@ -97,5 +103,14 @@ def has_sales_before(con, end) -> bool:
     return bool(con.execute("SELECT count(*) FROM cleaned_sales WHERE invoice_date < ?", [end]).fetchall()[0][0])
 
 
-__all__ = ["read_features", "read_matrix", "chosen_model_row", "load_model", "ModelFileError", "quarter_assignments",
-           "has_sales_before", "MODEL_FILE", "SCALER_FILE"]
+__all__ = [
+    "read_features",
+    "read_matrix",
+    "chosen_model_row",
+    "load_model",
+    "ModelFileError",
+    "quarter_assignments",
+    "has_sales_before",
+    "MODEL_FILE",
+    "SCALER_FILE",
+]

@@ -1,6 +1,5 @@
 """cleaned_sales (and rejected_sales): product sales lines kept for analysis; every removed row with its reason."""
 
-
 import dagster as dg
 
 from ..resources import Warehouse
@@ -13,15 +12,15 @@ REJECTED = "rejected_sales"
 
 
 CLEANED_DESCRIPTION = (
-        "Product sales lines fit for analysis (sql/sales_rules.sql, sql/duplicate_lines.sql, sql/cleaned_sales.sql): typed values, "
-        "customer IDs normalised ('17850.0' -> '17850'), line_revenue = quantity x price. Removed, each with "
-        "its reason in the rejected_sales table (sql/rejected_sales.sql): cancellations (invoice C...), "
-        "bad-debt adjustments (A...), non-product stock codes (POST, DOT, M, D, C2, BANK CHARGES, AMAZONFEE, "
-        "ADJUST, PADS, TEST*, gift_*...), non-positive quantity or price, missing customer, unparseable "
-        "values, dates out of range, exact duplicate lines and rows repeated across workbook sheets. "
-        "raw = cleaned + rejected. Incremental: when source files were only added (same cleaning SQL, no "
-        "file removed or replaced), only their rows are cleaned and appended, and checked for duplicates "
-        "against the published lines; otherwise everything is recleaned."
+    "Product sales lines fit for analysis (sql/sales_rules.sql, sql/duplicate_lines.sql, sql/cleaned_sales.sql): typed values, "
+    "customer IDs normalised ('17850.0' -> '17850'), line_revenue = quantity x price. Removed, each with "
+    "its reason in the rejected_sales table (sql/rejected_sales.sql): cancellations (invoice C...), "
+    "bad-debt adjustments (A...), non-product stock codes (POST, DOT, M, D, C2, BANK CHARGES, AMAZONFEE, "
+    "ADJUST, PADS, TEST*, gift_*...), non-positive quantity or price, missing customer, unparseable "
+    "values, dates out of range, exact duplicate lines and rows repeated across workbook sheets. "
+    "raw = cleaned + rejected. Incremental: when source files were only added (same cleaning SQL, no "
+    "file removed or replaced), only their rows are cleaned and appended, and checked for duplicates "
+    "against the published lines; otherwise everything is recleaned."
 )
 
 
@@ -29,16 +28,24 @@ CLEANED_DESCRIPTION = (
     name=TABLE,  # the step is named after its main table
     specs=[
         dg.AssetSpec(
-            TABLE, group_name=GROUP, owners=OWNERS, kinds={"duckdb", "sql"}, deps=["raw_transactions"],
-            metadata={"dagster/table_name": f"warehouse.main.{TABLE}",
-                      **sql_references("sales_rules", "duplicate_lines", "cleaned_sales")},
+            TABLE,
+            group_name=GROUP,
+            owners=OWNERS,
+            kinds={"duckdb", "sql"},
+            deps=["raw_transactions"],
+            metadata={
+                "dagster/table_name": f"warehouse.main.{TABLE}",
+                **sql_references("sales_rules", "duplicate_lines", "cleaned_sales"),
+            },
             description=CLEANED_DESCRIPTION,
         ),
         table_spec(
             REJECTED,
             "Every raw row that cleaning removed, with all its raw values and its rejection_reason "
             "(sql/rejected_sales.sql). raw_transactions = cleaned_sales + rejected_sales, row for row.",
-            deps=["raw_transactions"], kinds=("duckdb", "sql"), sql=("sales_rules", "rejected_sales"),
+            deps=["raw_transactions"],
+            kinds=("duckdb", "sql"),
+            sql=("sales_rules", "rejected_sales"),
         ),
     ],
     check_specs=[contract_spec(TABLE)],
@@ -54,8 +61,9 @@ def _clean(context: dg.AssetExecutionContext, warehouse: Warehouse):
         raw_files = {f"{sha}@{loaded:%Y%m%dT%H%M%S%f}": sha for sha, loaded in loads}
         sql_key = sql_fingerprint("sales_rules", "duplicate_lines", "cleaned_sales", "rejected_sales")
         fingerprint = f"{','.join(sorted(raw_files))}|{sql_key}"
-        mode, new_loads = _plan(get_state(con, TABLE), set(raw_files), sql_key,
-                                table_exists(con, TABLE) and table_exists(con, REJECTED))
+        mode, new_loads = _plan(
+            get_state(con, TABLE), set(raw_files), sql_key, table_exists(con, TABLE) and table_exists(con, REJECTED)
+        )
         new_files = sorted(raw_files[k] for k in new_loads)
         if mode == "unchanged":
             context.log.info("raw_transactions and the cleaning SQL are unchanged: keeping the published tables")
@@ -69,7 +77,8 @@ def _clean(context: dg.AssetExecutionContext, warehouse: Warehouse):
         else:
             context.log.info(
                 f"cleaning {len(new_files)} newly loaded source file(s) only: the published lines are kept"
-                if mode == "append" else "cleaning every raw row (first run, changed cleaning SQL, or a source "
+                if mode == "append"
+                else "cleaning every raw row (first run, changed cleaning SQL, or a source "
                 "file was removed or replaced)"
             )
             _stage(con, new_files if mode == "append" else None)
@@ -77,14 +86,19 @@ def _clean(context: dg.AssetExecutionContext, warehouse: Warehouse):
             staged_reasons = con.execute(
                 f"SELECT rejection_reason, count(*) FROM __stage_{REJECTED} GROUP BY 1 ORDER BY 2 DESC LIMIT 4"
             ).fetchall()
-            files = [r[0] for r in con.execute("SELECT DISTINCT _source_file FROM raw_batch ORDER BY 1 LIMIT 5").fetchall()]
+            files = [
+                r[0] for r in con.execute("SELECT DISTINCT _source_file FROM raw_batch ORDER BY 1 LIMIT 5").fetchall()
+            ]
             note = (
                 f"Cleaning of {batch_rows:,} raw rows from {', '.join(files)} rejected most as: "
                 + ", ".join(f"{r} {n:,} ({n / max(batch_rows, 1):.0%})" for r, n in staged_reasons)
                 + f" (see table __stage_{REJECTED})."
             )
             yield from gate(
-                context, con, TABLE, f"__stage_{TABLE}",
+                context,
+                con,
+                TABLE,
+                f"__stage_{TABLE}",
                 {"rejected_table": f"__stage_{REJECTED}", "raw_rows": batch_rows},
                 note=note,
             )
@@ -122,11 +136,14 @@ def _clean(context: dg.AssetExecutionContext, warehouse: Warehouse):
     for r in reasons.itertuples():
         meta[f"rejected/{r.reason}"] = int(r.rows)
     yield dg.MaterializeResult(asset_key=TABLE, metadata=meta)
-    yield dg.MaterializeResult(asset_key=REJECTED, metadata={
-        **rejected_meta,
-        "rejected_by_reason": dg.MetadataValue.md(md_table(reasons, max_rows=50)),
-        "skipped_unchanged": mode == "unchanged",
-    })
+    yield dg.MaterializeResult(
+        asset_key=REJECTED,
+        metadata={
+            **rejected_meta,
+            "rejected_by_reason": dg.MetadataValue.md(md_table(reasons, max_rows=50)),
+            "skipped_unchanged": mode == "unchanged",
+        },
+    )
 
 
 def _plan(state: str | None, raw_files: set[str], sql_key: str, published: bool) -> tuple[str, list[str]]:

@@ -38,17 +38,34 @@ def sql_references(*names: str) -> dict:
 
     if not names:
         return {}
-    return {"dagster/code_references": dg.CodeReferencesMetadataValue(code_references=[
-        dg.LocalFileCodeReference(file_path=str(SQL_DIR / f"{n}.sql"), label=f"sql/{n}.sql") for n in names
-    ])}
+    return {
+        "dagster/code_references": dg.CodeReferencesMetadataValue(
+            code_references=[
+                dg.LocalFileCodeReference(file_path=str(SQL_DIR / f"{n}.sql"), label=f"sql/{n}.sql") for n in names
+            ]
+        )
+    }
 
 
-def table_spec(name: str, description: str, deps=(), partitions_def=None, owners=OWNERS, kinds=("duckdb",),
-               sql: tuple[str, ...] = ()) -> dg.AssetSpec:
+def table_spec(
+    name: str,
+    description: str,
+    deps=(),
+    partitions_def=None,
+    owners=OWNERS,
+    kinds=("duckdb",),
+    sql: tuple[str, ...] = (),
+) -> dg.AssetSpec:
     """The spec of a companion table written by the same step as its main asset."""
     return dg.AssetSpec(
-        name, description=description, deps=list(deps), group_name=GROUP, owners=owners, kinds=set(kinds),
-        partitions_def=partitions_def, metadata={"dagster/table_name": f"warehouse.main.{name}", **sql_references(*sql)},
+        name,
+        description=description,
+        deps=list(deps),
+        group_name=GROUP,
+        owners=owners,
+        kinds=set(kinds),
+        partitions_def=partitions_def,
+        metadata={"dagster/table_name": f"warehouse.main.{name}", **sql_references(*sql)},
     )
 
 

@@ -1,6 +1,5 @@
 """customer_features: one row per customer per quarter, computed in DuckDB SQL."""
 
-
 from datetime import datetime, time
 
 import dagster as dg
@@ -59,7 +58,9 @@ def customer_features(context: dg.AssetExecutionContext, config: FeatureConfig, 
                     "data. Materialise only quarters the data covers (seg-pipeline run does)."
                 )
             )
-        yield from gate(context, con, TABLE, stage, {"lookback_days": (params["as_of_end"] - params["window_start"]).days})
+        yield from gate(
+            context, con, TABLE, stage, {"lookback_days": (params["as_of_end"] - params["window_start"]).days}
+        )
         summary = con.execute(
             f"SELECT count(*) customers, median(recency_days) median_recency_days, avg(frequency) mean_frequency, "
             f"sum(monetary) revenue, median(monetary) median_monetary, avg(avg_order_value) mean_aov, "

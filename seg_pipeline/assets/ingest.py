@@ -1,6 +1,5 @@
 """raw_transactions: the configured source, loaded as it is, keyed by file hash."""
 
-
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -38,7 +37,9 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
     for f in readers.list_source_files(pipeline.source_path()):
         h = readers.sha256_file(f)
         if h in hashes.values():
-            context.log.warning(f"{f} has the same content as {next(k for k, v in hashes.items() if v == h)}: loaded once")
+            context.log.warning(
+                f"{f} has the same content as {next(k for k, v in hashes.items() if v == h)}: loaded once"
+            )
             continue
         hashes[f] = h
     files = list(hashes)
@@ -64,9 +65,7 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
                 context.log.info(f"loading {f}")
                 per_file[f.name] = readers.stage_file(con, f, hashes[f], stage, mapping, loaded_at, transform)
                 if per_file[f.name] == 0:
-                    raise dg.Failure(
-                        description=f"source {f} holds no data rows (an empty file, or a header only)"
-                    )
+                    raise dg.Failure(description=f"source {f} holds no data rows (an empty file, or a header only)")
             # the contract validates the rows being added; rows published earlier passed it when added
             yield from gate(context, con, TABLE, stage)
         else:

@@ -7,6 +7,7 @@ insights/plots.py, the report from insights/report.py and its templates.
 """
 
 import time as clock
+from dataclasses import dataclass
 from datetime import datetime, time
 
 import dagster as dg
@@ -90,9 +91,12 @@ def read_customers(con, quarter: str) -> pd.DataFrame:
 def read_store_sales(con, start: datetime, end: datetime) -> tuple[pd.DataFrame, str]:
     """Revenue per (store, customer) in the window; the unit is the store column when the source has one in
     the window, else the country."""
-    has_store = con.execute(
-        "SELECT count(store) FROM cleaned_sales WHERE invoice_date >= ? AND invoice_date < ?", [start, end]
-    ).fetchall()[0][0] > 0
+    has_store = (
+        con.execute(
+            "SELECT count(store) FROM cleaned_sales WHERE invoice_date >= ? AND invoice_date < ?", [start, end]
+        ).fetchall()[0][0]
+        > 0
+    )
     col, unit = ("store", "store") if has_store else ("country", "country")
     sales = con.execute(
         # summed as DECIMAL (like sql/customer_features.sql): exact, whatever order DuckDB's threads add in
@@ -104,8 +108,9 @@ def read_store_sales(con, start: datetime, end: datetime) -> tuple[pd.DataFrame,
     return sales, unit
 
 
-def cluster_profiles_frame(customers: pd.DataFrame, winback: pd.DataFrame, quarter: str, unit: str,
-                           profile: pd.DataFrame) -> pd.DataFrame:
+def cluster_profiles_frame(
+    customers: pd.DataFrame, winback: pd.DataFrame, quarter: str, unit: str, profile: pd.DataFrame
+) -> pd.DataFrame:
     """One row per assigned customer, ready for a CRM / POS import: id, segment, cluster, action, key features.
     Actions come from the segment profile (catalogue actions, or the note of a descriptive name)."""
     actions = dict(zip(profile["segment"], profile["action"]))
@@ -140,8 +145,107 @@ def _string_columns(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return df.astype({c: "string" for c in cols if c in df.columns})
 
 
-INSIGHTS_DEPS = ["segment_assignments", "segment_summary", "segment_migration_history", "clustering_model",
-                 "customer_features", "cleaned_sales"]
+@dataclass
+class InsightsInputs:
+    """What segment_insights reads, for one quarter."""
+
+    customers: pd.DataFrame  # every assigned customer with features
+    sales: pd.DataFrame  # revenue per (store or country, customer) in the window
+    unit: str  # "store" or "country"
+    trials: pd.DataFrame  # clustering_model rows of the quarter
+    history: pd.DataFrame  # segment_migration_history rows of the quarter
+    descriptions: dict  # segment -> description (segment_summary; descriptive names included)
+
+
+def read_inputs(con, q, start: datetime, end: datetime) -> InsightsInputs:
+    """Read the quarter's inputs; a missing or inconsistent input is a Failure that says what to materialise."""
+    for t in ("segment_assignments", "customer_features", "clustering_model", "segment_migration_history"):
+        if not table_exists(con, t):
+            raise dg.Failure(description=f"{ASSET} {q.key}: table {t} does not exist: materialise it first")
+    customers = read_customers(con, q.key)
+    assigned = con.execute("SELECT count(*) FROM segment_assignments WHERE quarter = ?", [q.key]).fetchall()[0][0]
+    if customers.empty or len(customers) != assigned:
+        raise dg.Failure(
+            description=(
+                f"{ASSET} {q.key}: {assigned:,} customers in segment_assignments but {len(customers):,} with "
+                "features: materialise customer_features and segment_assignments for the quarter first"
+            )
+        )
+    sales, unit = read_store_sales(con, start, end)
+    trials = con.execute("SELECT * FROM clustering_model WHERE quarter = ? ORDER BY k", [q.key]).df()
+    history = con.execute(
+        "SELECT from_segment, to_segment, from_model_version, to_model_version FROM segment_migration_history "
+        "WHERE quarter = ?",
+        [q.key],
+    ).df()
+    descriptions = dict(
+        con.execute("SELECT segment, description FROM segment_summary WHERE quarter = ?", [q.key]).fetchall()
+    )
+    if trials.empty or history.empty:
+        raise dg.Failure(
+            description=f"{ASSET} {q.key}: clustering_model or segment_migration_history has no partition "
+            f"{q.key}: materialise them first"
+        )
+    return InsightsInputs(customers, sales, unit, trials, history, descriptions)
+
+
+@dataclass
+class Insights:
+    """The quarter's figures, from pure functions of insights/analysis.py (no DuckDB, no files)."""
+
+    profile: pd.DataFrame
+    conc: analysis.Concentration
+    headline: str
+    stores: pd.DataFrame
+    wb: pd.DataFrame
+    wb_threshold: float
+    order: list
+    moves: dict
+    counts: pd.DataFrame
+    big_moves: pd.DataFrame
+    first_quarter: bool
+    k: int
+    reason: str
+    stability: analysis.Stability
+
+
+def analyse(inp: InsightsInputs, config: "InsightsConfig", q, catalogue) -> Insights:
+    ranks = {s.name: s.rank for s in catalogue}
+    profile = analysis.segment_profile(inp.customers, catalogue, inp.descriptions)
+    stores = analysis.store_risk(
+        inp.sales, config.store_dependence_threshold, config.min_store_customers, segments=inp.customers
+    )
+    wb, wb_threshold = analysis.winback(
+        inp.customers, config.winback_min_days, config.winback_min_revenue, config.winback_revenue_quantile
+    )
+    order = list(profile["segment"])
+    chosen = inp.trials[inp.trials["chosen"]]
+    return Insights(
+        profile=profile,
+        conc=analysis.concentration(inp.customers["monetary"]),
+        headline=analysis.headline_of(profile),
+        stores=stores,
+        wb=wb,
+        wb_threshold=wb_threshold,
+        order=order,
+        moves=analysis.count_moves(inp.history, ranks),
+        counts=analysis.transition_counts(inp.history, order),
+        big_moves=analysis.biggest_moves(inp.history, ranks),
+        first_quarter=bool(inp.history["from_model_version"].isna().all()),
+        k=int(chosen["k"].iloc[0]) if not chosen.empty else 0,
+        reason=str(inp.trials["reason"].iloc[0] or ""),
+        stability=analysis.stability(chosen.iloc[0].to_dict(), inp.history, q.label),
+    )
+
+
+INSIGHTS_DEPS = [
+    "segment_assignments",
+    "segment_summary",
+    "segment_migration_history",
+    "clustering_model",
+    "customer_features",
+    "cleaned_sales",
+]
 
 
 @dg.multi_asset(
@@ -149,42 +253,63 @@ INSIGHTS_DEPS = ["segment_assignments", "segment_summary", "segment_migration_hi
     partitions_def=quarterly_partitions,
     specs=[
         dg.AssetSpec(
-            ASSET, group_name=GROUP, owners=ANALYTICS_OWNERS, kinds={"duckdb", "pandas", "matplotlib"},
-            deps=INSIGHTS_DEPS, partitions_def=quarterly_partitions,
+            ASSET,
+            group_name=GROUP,
+            owners=ANALYTICS_OWNERS,
+            kinds={"duckdb", "pandas", "matplotlib"},
+            deps=INSIGHTS_DEPS,
+            partitions_def=quarterly_partitions,
             description=(
-        "What the business can act on, per quarter. Tables (one partition per quarter): segment_profile (per "
-        "segment: customers, revenue and their shares, mean and median recency, frequency, monetary, order value, "
-        "product variety, description, action), store_concentration (per store, or per country when the source "
-        "has no store: share of revenue from its top 10 customers and its top 10% of customers, segment mix, "
-        "flag above a configurable threshold) and winback_list (high-value customers silent for a configurable "
-        "number of days, ranked by revenue at risk). Files in reports/<quarter>/: cluster_profiles.csv (one row "
-        "per customer, CRM-ready), cluster_summary.csv (one row per segment), winback_list.csv, "
-        "store_concentration.csv, plots/*.png and the executive summary report.html (plots embedded) and "
-        "report.md. The metadata shows the headline, the tables and every plot."
-    ),
+                "What the business can act on, per quarter. Tables (one partition per quarter): segment_profile (per "
+                "segment: customers, revenue and their shares, mean and median recency, frequency, monetary, order value, "
+                "product variety, description, action), store_concentration (per store, or per country when the source "
+                "has no store: share of revenue from its top 10 customers and its top 10% of customers, segment mix, "
+                "flag above a configurable threshold) and winback_list (high-value customers silent for a configurable "
+                "number of days, ranked by revenue at risk). Files in reports/<quarter>/: cluster_profiles.csv (one row "
+                "per customer, CRM-ready), cluster_summary.csv (one row per segment), winback_list.csv, "
+                "store_concentration.csv, plots/*.png and the executive summary report.html (plots embedded) and "
+                "report.md. The metadata shows the headline, the tables and every plot."
+            ),
         ),
-        table_spec(PROFILE, "Per segment of the quarter: customers, revenue and their shares, mean and median "
-                   "recency, frequency, monetary, order value and product variety, rank, description and action.",
-                   deps=INSIGHTS_DEPS, partitions_def=quarterly_partitions, owners=ANALYTICS_OWNERS),
-        table_spec(STORES, "Per store (or country, when the source has no store): revenue, customers, the share of "
-                   "its revenue from its 10 largest customers and from its top 10%, segment mix, and whether it is "
-                   "flagged above the dependence threshold.",
-                   deps=INSIGHTS_DEPS, partitions_def=quarterly_partitions, owners=ANALYTICS_OWNERS),
-        table_spec(WINBACK, "High-value customers silent for at least winback_min_days, ranked by revenue at risk.",
-                   deps=INSIGHTS_DEPS, partitions_def=quarterly_partitions, owners=ANALYTICS_OWNERS),
+        table_spec(
+            PROFILE,
+            "Per segment of the quarter: customers, revenue and their shares, mean and median "
+            "recency, frequency, monetary, order value and product variety, rank, description and action.",
+            deps=INSIGHTS_DEPS,
+            partitions_def=quarterly_partitions,
+            owners=ANALYTICS_OWNERS,
+        ),
+        table_spec(
+            STORES,
+            "Per store (or country, when the source has no store): revenue, customers, the share of "
+            "its revenue from its 10 largest customers and from its top 10%, segment mix, and whether it is "
+            "flagged above the dependence threshold.",
+            deps=INSIGHTS_DEPS,
+            partitions_def=quarterly_partitions,
+            owners=ANALYTICS_OWNERS,
+        ),
+        table_spec(
+            WINBACK,
+            "High-value customers silent for at least winback_min_days, ranked by revenue at risk.",
+            deps=INSIGHTS_DEPS,
+            partitions_def=quarterly_partitions,
+            owners=ANALYTICS_OWNERS,
+        ),
     ],
     check_specs=[contract_spec(ASSET, quarterly_partitions)],
 )
-def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, pipeline: PipelineHome,
-                     warehouse: Warehouse):
+def segment_insights(
+    context: dg.AssetExecutionContext, config: InsightsConfig, pipeline: PipelineHome, warehouse: Warehouse
+):
     q = parse_quarter(context.partition_key)
     if not 0 < config.store_dependence_threshold <= 1 or not 0 <= config.winback_revenue_quantile <= 1:
-        raise dg.Failure(description="store_dependence_threshold must be in (0, 1] and winback_revenue_quantile in [0, 1]")
+        raise dg.Failure(
+            description="store_dependence_threshold must be in (0, 1] and winback_revenue_quantile in [0, 1]"
+        )
     lookback = config.lookback_months or _features_lookback(context, q.key) or DEFAULT_LOOKBACK_MONTHS
     start = datetime.combine(q.window_start(lookback), time())
     end = datetime.combine(q.end, time())
     catalogue = load_catalogue()
-    ranks = {s.name: s.rank for s in catalogue}
     seconds, t0 = {}, clock.perf_counter()
 
     def lap(name: str) -> None:
@@ -194,52 +319,21 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
         t0 = now
 
     with warehouse.get_connection() as con:
-        for t in ("segment_assignments", "customer_features", "clustering_model", "segment_migration_history"):
-            if not table_exists(con, t):
-                raise dg.Failure(description=f"{ASSET} {q.key}: table {t} does not exist: materialise it first")
-        customers = read_customers(con, q.key)
-        assigned = con.execute("SELECT count(*) FROM segment_assignments WHERE quarter = ?", [q.key]).fetchall()[0][0]
-        if customers.empty or len(customers) != assigned:
-            raise dg.Failure(
-                description=(
-                    f"{ASSET} {q.key}: {assigned:,} customers in segment_assignments but {len(customers):,} with "
-                    "features: materialise customer_features and segment_assignments for the quarter first"
-                )
-            )
-        sales, unit = read_store_sales(con, start, end)
-        trials = con.execute("SELECT * FROM clustering_model WHERE quarter = ? ORDER BY k", [q.key]).df()
-        history = con.execute(
-            "SELECT from_segment, to_segment, from_model_version, to_model_version FROM segment_migration_history "
-            "WHERE quarter = ?", [q.key]
-        ).df()
-        descriptions = dict(con.execute(
-            "SELECT segment, description FROM segment_summary WHERE quarter = ?", [q.key]).fetchall())
-        if trials.empty or history.empty:
-            raise dg.Failure(
-                description=f"{ASSET} {q.key}: clustering_model or segment_migration_history has no partition "
-                f"{q.key}: materialise them first"
-            )
-
+        inp = read_inputs(con, q, start, end)
+        customers, sales, unit, trials = inp.customers, inp.sales, inp.unit, inp.trials
+        assigned = len(customers)
         lap("read")
-        # ---- analysis
-        profile = analysis.segment_profile(customers, catalogue, descriptions)
-        conc = analysis.concentration(customers["monetary"])
-        headline = analysis.headline_of(profile)
-        stores = analysis.store_risk(
-            sales, config.store_dependence_threshold, config.min_store_customers, segments=customers
+        r = analyse(inp, config, q, catalogue)
+        profile, conc, headline, stores, wb, wb_threshold = (
+            r.profile,
+            r.conc,
+            r.headline,
+            r.stores,
+            r.wb,
+            r.wb_threshold,
         )
-        wb, wb_threshold = analysis.winback(
-            customers, config.winback_min_days, config.winback_min_revenue, config.winback_revenue_quantile
-        )
-        order = list(profile["segment"])
-        moves = analysis.count_moves(history, ranks)
-        counts = analysis.transition_counts(history, order)
-        big_moves = analysis.biggest_moves(history, ranks)
-        first_quarter = bool(history["from_model_version"].isna().all())
-        chosen = trials[trials["chosen"]]
-        k = int(chosen["k"].iloc[0]) if not chosen.empty else 0
-        reason = str(trials["reason"].iloc[0] or "")
-        stability = analysis.stability(chosen.iloc[0].to_dict(), history, q.label)
+        order, moves, counts, big_moves = r.order, r.moves, r.counts, r.big_moves
+        first_quarter, k, reason, stability = r.first_quarter, r.k, r.reason, r.stability
 
         lap("analysis")
         # ---- staged tables
@@ -248,16 +342,31 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
         stores_t = stores.copy()
         stores_t.insert(0, "quarter", q.key)
         stores_t.insert(2, "unit", unit)
-        wb_cols = ["rank", "customer_id", "segment", "revenue_at_risk", "recency_days", "frequency", "monetary",
-                   "avg_order_value", "last_purchase", "main_country", "main_store"]
+        wb_cols = [
+            "rank",
+            "customer_id",
+            "segment",
+            "revenue_at_risk",
+            "recency_days",
+            "frequency",
+            "monetary",
+            "avg_order_value",
+            "last_purchase",
+            "main_country",
+            "main_store",
+        ]
         wb_t = wb[wb_cols].copy()
         wb_t.insert(0, "quarter", q.key)
         create_stage_from_df(con, PROFILE, _string_columns(profile_t, ["quarter", "segment", "description", "action"]))
         create_stage_from_df(con, STORES, _string_columns(stores_t, ["quarter", "store", "unit", "segment_mix"]))
-        create_stage_from_df(con, WINBACK, _string_columns(
-            wb_t, ["quarter", "customer_id", "segment", "main_country", "main_store"]))
+        create_stage_from_df(
+            con, WINBACK, _string_columns(wb_t, ["quarter", "customer_id", "segment", "main_country", "main_store"])
+        )
         yield from gate(
-            context, con, ASSET, f"__stage_{PROFILE}",
+            context,
+            con,
+            ASSET,
+            f"__stage_{PROFILE}",
             {
                 "segment_names": sorted(set(customers["segment"])),
                 "assigned_customers": assigned,
@@ -277,65 +386,116 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
         qlabel, plabel = q.label, q.previous().label
         units = "stores" if unit == "store" else "countries"
         plot_list = [
-            Plot("segment_shares", "Share of customers vs share of revenue",
-                 "Solid bars: share of revenue; pale bars: share of customers. A segment whose revenue bar is longer "
-                 "than its customer bar is worth more than its size.", plots.share_bars(profile)),
-            Plot("lorenz", "Revenue concentration (Lorenz curve)",
-                 f"Customers ordered from the smallest to the largest spender. The further the curve sags below the "
-                 f"diagonal, the more revenue depends on a few customers (Gini {conc.gini:.2f}).", plots.lorenz(conc)),
-            Plot("store_segment_revenue", f"Revenue by {unit} and segment",
-                 f"Each row: a {unit}'s revenue over the last {lookback} months (in brackets) split by segment. The "
-                 f"largest {units} by revenue; the rest summed as 'other'.",
-                 plots.store_segment_heatmap(
-                     analysis.store_segment_revenue(sales, customers, config.max_plot_stores), unit)),
-            Plot("recency_by_segment", "Days since last purchase, by segment",
-                 f"Box: the middle half of each segment's customers; line: the median. High-value customers right "
-                 f"of the red line ({config.winback_min_days} days) are on the win-back list.",
-                 plots.recency_by_segment(customers, order, config.winback_min_days)),
-            Plot("migration_flow", f"Where customers went, {plabel} to {qlabel}",
-                 f"Left: customers of {plabel} by segment (and customers new in {qlabel}); right: the same customers "
-                 f"in {qlabel} (and those who lapsed). Band thickness: number of customers.",
-                 plots.migration_flow(counts, plabel, qlabel, title=f"Where customers went, {plabel} to {qlabel}")),
-            Plot("migration_matrix", f"Migration matrix, {plabel} to {qlabel}",
-                 "Rows: segment last quarter ('new': first seen this quarter); columns: segment now ('lapsed': no "
-                 "purchase in the look-back window). Cells: customers and share of the row.",
-                 plots.migration_heatmap(counts, title=f"Migration matrix, {plabel} to {qlabel}")),
-            Plot("k_selection", "Choosing k: elbow and silhouette",
-                 "Left: inertia falls as k grows; the bend (elbow) is where more clusters stop paying off. Right: "
-                 "silhouette, higher = better separated clusters. Green: the range allowed by the business; star: "
-                 f"the chosen k. Why: {reason}." + (f" These are the trials of the model's fit on "
-                 f"{stability.fitted_label}; {qlabel} reuses that model." if stability.decision == "reused" else ""),
-                 plots.k_selection(trials[["k", "inertia", "silhouette", "in_business_range", "chosen", "reason"]])),
+            Plot(
+                "segment_shares",
+                "Share of customers vs share of revenue",
+                "Solid bars: share of revenue; pale bars: share of customers. A segment whose revenue bar is longer "
+                "than its customer bar is worth more than its size.",
+                plots.share_bars(profile),
+            ),
+            Plot(
+                "lorenz",
+                "Revenue concentration (Lorenz curve)",
+                f"Customers ordered from the smallest to the largest spender. The further the curve sags below the "
+                f"diagonal, the more revenue depends on a few customers (Gini {conc.gini:.2f}).",
+                plots.lorenz(conc),
+            ),
+            Plot(
+                "store_segment_revenue",
+                f"Revenue by {unit} and segment",
+                f"Each row: a {unit}'s revenue over the last {lookback} months (in brackets) split by segment. The "
+                f"largest {units} by revenue; the rest summed as 'other'.",
+                plots.store_segment_heatmap(
+                    analysis.store_segment_revenue(sales, customers, config.max_plot_stores), unit
+                ),
+            ),
+            Plot(
+                "recency_by_segment",
+                "Days since last purchase, by segment",
+                f"Box: the middle half of each segment's customers; line: the median. High-value customers right "
+                f"of the red line ({config.winback_min_days} days) are on the win-back list.",
+                plots.recency_by_segment(customers, order, config.winback_min_days),
+            ),
+            Plot(
+                "migration_flow",
+                f"Where customers went, {plabel} to {qlabel}",
+                f"Left: customers of {plabel} by segment (and customers new in {qlabel}); right: the same customers "
+                f"in {qlabel} (and those who lapsed). Band thickness: number of customers.",
+                plots.migration_flow(counts, plabel, qlabel, title=f"Where customers went, {plabel} to {qlabel}"),
+            ),
+            Plot(
+                "migration_matrix",
+                f"Migration matrix, {plabel} to {qlabel}",
+                "Rows: segment last quarter ('new': first seen this quarter); columns: segment now ('lapsed': no "
+                "purchase in the look-back window). Cells: customers and share of the row.",
+                plots.migration_heatmap(counts, title=f"Migration matrix, {plabel} to {qlabel}"),
+            ),
+            Plot(
+                "k_selection",
+                "Choosing k: elbow and silhouette",
+                "Left: inertia falls as k grows; the bend (elbow) is where more clusters stop paying off. Right: "
+                "silhouette, higher = better separated clusters. Green: the range allowed by the business; star: "
+                f"the chosen k. Why: {reason}."
+                + (
+                    f" These are the trials of the model's fit on {stability.fitted_label}; {qlabel} reuses that model."
+                    if stability.decision == "reused"
+                    else ""
+                ),
+                plots.k_selection(trials[["k", "inertia", "silhouette", "in_business_range", "chosen", "reason"]]),
+            ),
         ]
         lap("plots")
-        rule = (f"{lookback}-month revenue of at least {config.winback_min_revenue:,.0f}" if config.winback_min_revenue is not None
-                else f"{lookback}-month revenue of at least {wb_threshold:,.0f}, the top "
-                     f"{1 - config.winback_revenue_quantile:.0%}")
+        rule = (
+            f"{lookback}-month revenue of at least {config.winback_min_revenue:,.0f}"
+            if config.winback_min_revenue is not None
+            else f"{lookback}-month revenue of at least {wb_threshold:,.0f}, the top "
+            f"{1 - config.winback_revenue_quantile:.0%}"
+        )
         files = {
             "this report, plots embedded": REPORT_HTML,
             "this report as Markdown (plots in plots/)": REPORT_MD,
-            "one row per customer: segment, cluster, action and key features, ready for a CRM or POS import":
-                CLUSTER_PROFILES_CSV,
+            "one row per customer: segment, cluster, action and key features, ready for a CRM or POS import": CLUSTER_PROFILES_CSV,
             "one row per segment: the profile above, means and medians": CLUSTER_SUMMARY_CSV,
             "the full win-back list, ranked by revenue at risk": WINBACK_CSV,
             f"concentration per {unit}, every {unit}": STORES_CSV,
         }
         data = ReportData(
-            quarter=q.key, quarter_label=qlabel, as_of_date=q.as_of_date.isoformat(), previous_label=plabel,
-            unit=unit, lookback_months=lookback, concentration=conc, headline=headline, profile=profile,
-            stores=stores, store_threshold=config.store_dependence_threshold,
+            quarter=q.key,
+            quarter_label=qlabel,
+            as_of_date=q.as_of_date.isoformat(),
+            previous_label=plabel,
+            unit=unit,
+            lookback_months=lookback,
+            concentration=conc,
+            headline=headline,
+            profile=profile,
+            stores=stores,
+            store_threshold=config.store_dependence_threshold,
             min_store_customers=config.min_store_customers,
             winback=wb_t.assign(last_purchase=pd.to_datetime(wb_t["last_purchase"]).dt.date),
-            winback_threshold=wb_threshold, winback_rule=rule, winback_min_days=config.winback_min_days,
-            moves=moves, biggest_moves=big_moves, first_quarter=first_quarter, trials=trials, k=k,
-            k_reason=reason, stability=stability, plots=plot_list, files=files,
+            winback_threshold=wb_threshold,
+            winback_rule=rule,
+            winback_min_days=config.winback_min_days,
+            moves=moves,
+            biggest_moves=big_moves,
+            first_quarter=first_quarter,
+            trials=trials,
+            k=k,
+            k_reason=reason,
+            stability=stability,
+            plots=plot_list,
+            files=files,
         )
         html, md = render(data)
         out = pipeline.reports_dir(q.key)
         for p in plot_list:
             atomic_write_bytes(out / p.filename, p.png)
-        atomic_write_csv(con, cluster_profiles_frame(customers, wb, q.key, unit, profile), out / CLUSTER_PROFILES_CSV,
-                         dates=("first_purchase", "last_purchase", "as_of_date"))
+        atomic_write_csv(
+            con,
+            cluster_profiles_frame(customers, wb, q.key, unit, profile),
+            out / CLUSTER_PROFILES_CSV,
+            dates=("first_purchase", "last_purchase", "as_of_date"),
+        )
         atomic_write_text(out / CLUSTER_SUMMARY_CSV, profile_t.to_csv(index=False))
         winback_csv = data.winback if unit == "store" else data.winback.drop(columns=["main_store"])
         atomic_write_text(out / WINBACK_CSV, winback_csv.to_csv(index=False))
@@ -347,16 +507,35 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
         lap("report_files_publish")
 
     flagged = stores[stores["flagged"]]
-    profile_md = profile[["segment", "customers", "share_customers", "share_revenue", "median_recency_days",
-                          "median_frequency", "median_monetary", "median_avg_order_value", "action"]]
+    profile_md = profile[
+        [
+            "segment",
+            "customers",
+            "share_customers",
+            "share_revenue",
+            "median_recency_days",
+            "median_frequency",
+            "median_monetary",
+            "median_avg_order_value",
+            "action",
+        ]
+    ]
     conc_md = pd.DataFrame(
         {
-            "measure": ["revenue share of the top 10% of customers", "revenue share of the top 20% of customers",
-                        "smallest share of customers bringing 50% of revenue",
-                        "smallest share of customers bringing 80% of revenue", "Gini coefficient"],
-            "value": [f"{conc.top_10pct_share:.1%}", f"{conc.top_20pct_share:.1%}",
-                      f"{conc.share_customers_for_50pct:.1%} ({conc.customers_for_50pct:,} customers)",
-                      f"{conc.share_customers_for_80pct:.1%} ({conc.customers_for_80pct:,} customers)", f"{conc.gini:.3f}"],
+            "measure": [
+                "revenue share of the top 10% of customers",
+                "revenue share of the top 20% of customers",
+                "smallest share of customers bringing 50% of revenue",
+                "smallest share of customers bringing 80% of revenue",
+                "Gini coefficient",
+            ],
+            "value": [
+                f"{conc.top_10pct_share:.1%}",
+                f"{conc.top_20pct_share:.1%}",
+                f"{conc.share_customers_for_50pct:.1%} ({conc.customers_for_50pct:,} customers)",
+                f"{conc.share_customers_for_80pct:.1%} ({conc.customers_for_80pct:,} customers)",
+                f"{conc.gini:.3f}",
+            ],
         }
     )
     metadata = {
@@ -374,8 +553,9 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
         "stores_flagged": len(flagged),
         "flagged_stores": dg.MetadataValue.md(
             md_table(flagged.drop(columns=["assessed", "flagged"]), max_rows=50, floatfmt=",.3f")
-            if not flagged.empty else f"_No {unit} above the threshold ({config.store_dependence_threshold:.0%} of "
-                                      f"revenue from its top 10 customers)._"
+            if not flagged.empty
+            else f"_No {unit} above the threshold ({config.store_dependence_threshold:.0%} of "
+            f"revenue from its top 10 customers)._"
         ),
         "winback_customers": len(wb),
         "winback_revenue_at_risk": round(data.winback_revenue, 2),
@@ -388,8 +568,9 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
         "model_decision": stability.decision,
         "model_decision_reason": stability.reason,
         "retained_changed_share": round(stability.retained_changed_share, 4),
-        "k_selection": dg.MetadataValue.md(md_table(
-            trials[["k", "inertia", "silhouette", "in_business_range", "chosen"]], floatfmt=",.4f")),
+        "k_selection": dg.MetadataValue.md(
+            md_table(trials[["k", "inertia", "silhouette", "in_business_range", "chosen"]], floatfmt=",.4f")
+        ),
         "why_this_k": reason,
         "lookback_months": lookback,
         "report_html": dg.MetadataValue.path(str(report_path)),
@@ -403,10 +584,24 @@ def segment_insights(context: dg.AssetExecutionContext, config: InsightsConfig, 
     for p in plot_list:
         metadata[f"plot_{p.name}"] = dg.MetadataValue.md(f"{p.markdown_image()}\n\n*{p.title}.* {p.caption}")
     yield dg.MaterializeResult(asset_key=ASSET, metadata=metadata)
-    yield dg.MaterializeResult(asset_key=PROFILE, metadata={
-        **companions[PROFILE], "segment_profile": metadata["segment_profile"], "headline": headline})
-    yield dg.MaterializeResult(asset_key=STORES, metadata={
-        **companions[STORES], "store_unit": unit, "stores_flagged": len(flagged), "flagged_stores": metadata["flagged_stores"]})
-    yield dg.MaterializeResult(asset_key=WINBACK, metadata={
-        **companions[WINBACK], "winback_revenue_at_risk": metadata["winback_revenue_at_risk"],
-        "winback_top": metadata["winback_top"]})
+    yield dg.MaterializeResult(
+        asset_key=PROFILE,
+        metadata={**companions[PROFILE], "segment_profile": metadata["segment_profile"], "headline": headline},
+    )
+    yield dg.MaterializeResult(
+        asset_key=STORES,
+        metadata={
+            **companions[STORES],
+            "store_unit": unit,
+            "stores_flagged": len(flagged),
+            "flagged_stores": metadata["flagged_stores"],
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=WINBACK,
+        metadata={
+            **companions[WINBACK],
+            "winback_revenue_at_risk": metadata["winback_revenue_at_risk"],
+            "winback_top": metadata["winback_top"],
+        },
+    )

@@ -1,6 +1,5 @@
 """segment_migration_history: how customers moved between segments since the previous quarter."""
 
-
 import dagster as dg
 import pandas as pd
 
@@ -14,8 +13,15 @@ from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, table_metadata
 TABLE = "segment_migration_history"
 
 
-def migrate(previous: pd.DataFrame, current: pd.DataFrame, quarter: str, previous_quarter: str,
-            quarter_start, from_version: str | None = None, to_version: str | None = None) -> pd.DataFrame:
+def migrate(
+    previous: pd.DataFrame,
+    current: pd.DataFrame,
+    quarter: str,
+    previous_quarter: str,
+    quarter_start,
+    from_version: str | None = None,
+    to_version: str | None = None,
+) -> pd.DataFrame:
     """One row per customer seen in either quarter.
 
     from_segment: the customer's segment last quarter; 'new' when their first purchase ever falls in this
@@ -25,7 +31,9 @@ def migrate(previous: pd.DataFrame, current: pd.DataFrame, quarter: str, previou
     from/to_model_version: the model versions that named each side (None for a previous quarter before the
     data)."""
     merged = previous[["customer_id", "segment"]].merge(
-        current[["customer_id", "segment", "first_purchase_ever"]], on="customer_id", how="outer",
+        current[["customer_id", "segment", "first_purchase_ever"]],
+        on="customer_id",
+        how="outer",
         suffixes=("_from", "_to"),
     )
     first = pd.to_datetime(merged["first_purchase_ever"])
@@ -81,7 +89,8 @@ def segment_migration_history(context: dg.AssetExecutionContext, warehouse: Ware
     with warehouse.get_connection() as con:
         current = con.execute(
             "SELECT a.customer_id, a.segment, a.model_version, f.first_purchase_ever FROM segment_assignments a "
-            "JOIN customer_features f USING (quarter, customer_id) WHERE quarter = ?", [q.key]
+            "JOIN customer_features f USING (quarter, customer_id) WHERE quarter = ?",
+            [q.key],
         ).df()
         if current.empty:
             raise dg.Failure(description=f"segment_assignments has no partition {q.key}: materialise it first")

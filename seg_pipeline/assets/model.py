@@ -1,6 +1,5 @@
 """scaled_matrix and clustering_model: the model input and the fitted k-means, per quarter."""
 
-
 import hashlib
 import io
 
@@ -90,26 +89,33 @@ class ModelConfig(dg.Config):
             "(RobustScaler selectable). A feature whose log values hardly vary (sd < 0.15) and the later of any "
             "pair whose log values correlate above the threshold (default 0.9) are left out of the model. The "
             "fitted scaler is saved under models/<quarter>/scaler.joblib.",
-            deps=["customer_features"], partitions_def=quarterly_partitions, kinds=("duckdb", "scikitlearn"),
+            deps=["customer_features"],
+            partitions_def=quarterly_partitions,
+            kinds=("duckdb", "scikitlearn"),
         ),
         table_spec(
             MATRIX_COLUMNS,
             "Per quarter and feature of scaled_matrix: whether it is log-transformed and kept by the model, why "
             "it was left out, and the fitted scaler's center and scale.",
-            deps=["customer_features"], partitions_def=quarterly_partitions, kinds=("duckdb", "scikitlearn"),
+            deps=["customer_features"],
+            partitions_def=quarterly_partitions,
+            kinds=("duckdb", "scikitlearn"),
         ),
     ],
     check_specs=[contract_spec(MATRIX, quarterly_partitions)],
 )
-def scaled_matrix(context: dg.AssetExecutionContext, config: MatrixConfig, pipeline: PipelineHome, warehouse: Warehouse):
+def scaled_matrix(
+    context: dg.AssetExecutionContext, config: MatrixConfig, pipeline: PipelineHome, warehouse: Warehouse
+):
     q = context.partition_key
     with warehouse.get_connection() as con:
         features = read_features(con, q)
         if features.empty:
             raise dg.Failure(description=f"customer_features has no rows for {q}: materialise it first")
         try:
-            m = build_matrix(features, scaler=config.scaler, corr_threshold=config.corr_threshold,
-                             min_log_std=config.min_log_std)
+            m = build_matrix(
+                features, scaler=config.scaler, corr_threshold=config.corr_threshold, min_log_std=config.min_log_std
+            )
         except ValueError as exc:
             raise dg.Failure(description=f"scaled_matrix {q}: {exc}") from None
         df = m.frame()
@@ -130,7 +136,10 @@ def scaled_matrix(context: dg.AssetExecutionContext, config: MatrixConfig, pipel
         stage = create_stage_from_df(con, MATRIX, df)
         create_stage_from_df(con, MATRIX_COLUMNS, cols)
         yield from gate(
-            context, con, MATRIX, stage,
+            context,
+            con,
+            MATRIX,
+            stage,
             {
                 "customer_features_rows": len(features),
                 # StandardScaler centres every column; RobustScaler centres medians, so means may be anywhere
@@ -146,8 +155,9 @@ def scaled_matrix(context: dg.AssetExecutionContext, config: MatrixConfig, pipel
 
     corr = m.correlation.round(3).reset_index(names="feature")
     skipped = {f: why for f, why in m.dropped.items() if f not in m.features}
-    yield dg.MaterializeResult(asset_key=MATRIX, metadata={**matrix_meta, "features_kept": ", ".join(m.kept),
-                                                           "scaler": config.scaler})
+    yield dg.MaterializeResult(
+        asset_key=MATRIX, metadata={**matrix_meta, "features_kept": ", ".join(m.kept), "scaler": config.scaler}
+    )
     yield dg.MaterializeResult(
         asset_key=MATRIX_COLUMNS,
         metadata={
@@ -159,9 +169,8 @@ def scaled_matrix(context: dg.AssetExecutionContext, config: MatrixConfig, pipel
             "scaler_file": dg.MetadataValue.path(str(scaler_path)),
             "columns": dg.MetadataValue.md(md_table(cols.drop(columns="quarter"), floatfmt=".3f")),
             "log_feature_correlation": dg.MetadataValue.md(md_table(corr, floatfmt=".3f")),
-        }
+        },
     )
-
 
 
 def _sha256(data: bytes) -> str:
@@ -189,8 +198,11 @@ def _model_bytes(model: sm.SegmentModel, path) -> bytes:
             current = joblib.load(path)
         except Exception:  # noqa: BLE001 - an unreadable file is simply replaced
             current = None
-        if isinstance(current, sm.SegmentModel) and current.version == model.version \
-                and current.fitted_quarter == model.fitted_quarter:
+        if (
+            isinstance(current, sm.SegmentModel)
+            and current.version == model.version
+            and current.fitted_quarter == model.fitted_quarter
+        ):
             return path.read_bytes()
     buf = io.BytesIO()
     joblib.dump(model, buf)
@@ -237,8 +249,12 @@ def _kept_model(con, pipeline: PipelineHome, q, config: "ModelConfig"):
     deps=[
         "scaled_matrix",
         "customer_features",
-        dg.AssetDep(MODEL, partition_mapping=dg.TimeWindowPartitionMapping(
-            start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)),
+        dg.AssetDep(
+            MODEL,
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+            ),
+        ),
     ],
     partitions_def=quarterly_partitions,
     check_specs=[contract_spec(MODEL, quarterly_partitions)],
@@ -255,14 +271,18 @@ def _kept_model(con, pipeline: PipelineHome, q, config: "ModelConfig"):
         "the fit, the decision and the drift figures on the chosen row."
     ),
 )
-def clustering_model(context: dg.AssetExecutionContext, config: ModelConfig, pipeline: PipelineHome, warehouse: Warehouse):
+def clustering_model(
+    context: dg.AssetExecutionContext, config: ModelConfig, pipeline: PipelineHome, warehouse: Warehouse
+):
     q = parse_quarter(context.partition_key)
     with warehouse.get_connection() as con:
         features = read_features(con, q.key)
         m = read_matrix(con, q.key, pipeline.models_dir(q.key) / SCALER_FILE)
         if list(m.customer_ids) != list(features["customer_id"]):
-            raise dg.Failure(description=f"clustering_model {q.key}: scaled_matrix and customer_features hold "
-                                         "different customers: materialise scaled_matrix again")
+            raise dg.Failure(
+                description=f"clustering_model {q.key}: scaled_matrix and customer_features hold "
+                "different customers: materialise scaled_matrix again"
+            )
         kept, why_none = _kept_model(con, pipeline, q, config)
         kwargs = _fit_kwargs(config)
         drift, old_labels, score_error, refit_result = None, None, "", None
@@ -274,9 +294,15 @@ def clustering_model(context: dg.AssetExecutionContext, config: ModelConfig, pip
                 score_error = str(exc)
             else:
                 drift = sm.measure_drift(
-                    kept, features, Xk, old_labels, max_silhouette_drop=config.max_silhouette_drop,
-                    max_far_share=config.max_far_share, check_names=config.refit_when_names_fail,
-                    silhouette_sample=config.silhouette_sample, seed=config.seed,
+                    kept,
+                    features,
+                    Xk,
+                    old_labels,
+                    max_silhouette_drop=config.max_silhouette_drop,
+                    max_far_share=config.max_far_share,
+                    check_names=config.refit_when_names_fail,
+                    silhouette_sample=config.silhouette_sample,
+                    seed=config.seed,
                     min_silhouette=config.silhouette_floor,
                 )
         age = sm.quarters_between(kept.fitted_quarter, q.key) if kept is not None else 0
@@ -287,20 +313,39 @@ def clustering_model(context: dg.AssetExecutionContext, config: ModelConfig, pip
         elif score_error:
             decision, why = REFIT, f"the kept model cannot score this quarter: {score_error}"
         elif config.refit_every_quarters and age >= config.refit_every_quarters:
-            decision, why = REFIT, (f"cadence: the kept model was fitted on {parse_quarter(kept.fitted_quarter).label}, "
-                                    f"{age} quarters ago (refit_every_quarters = {config.refit_every_quarters})")
+            decision, why = (
+                REFIT,
+                (
+                    f"cadence: the kept model was fitted on {parse_quarter(kept.fitted_quarter).label}, "
+                    f"{age} quarters ago (refit_every_quarters = {config.refit_every_quarters})"
+                ),
+            )
         elif drift.breaches:
             decision, why = REFIT, "drift: " + "; ".join(drift.breaches)
         else:
-            decision, why = REUSED, (f"the kept model (fitted on {parse_quarter(kept.fitted_quarter).label}) still fits: "
-                                     "no drift rule breached")
+            decision, why = (
+                REUSED,
+                (
+                    f"the kept model (fitted on {parse_quarter(kept.fitted_quarter).label}) still fits: "
+                    "no drift rule breached"
+                ),
+            )
         try:
             if decision == INITIAL:
                 model = sm.fit_new(features, m, q.key, config=config.model_dump(), libraries=LIBRARIES, **kwargs)
             elif decision == REFIT:
-                refit_result = sm.refit(kept, features, m, q.key, match_max_distance=config.match_max_distance,
-                                        config=config.model_dump(), libraries=LIBRARIES, old_labels=old_labels,
-                                        k_margin=config.refit_k_margin, **kwargs)
+                refit_result = sm.refit(
+                    kept,
+                    features,
+                    m,
+                    q.key,
+                    match_max_distance=config.match_max_distance,
+                    config=config.model_dump(),
+                    libraries=LIBRARIES,
+                    old_labels=old_labels,
+                    k_margin=config.refit_k_margin,
+                    **kwargs,
+                )
                 model = refit_result.model
             else:
                 model = kept
@@ -334,16 +379,29 @@ def clustering_model(context: dg.AssetExecutionContext, config: ModelConfig, pip
             max_far_share=config.max_far_share,
             refit_every_quarters=config.refit_every_quarters,
             refit_ari=[refit_result.ari if (c and refit_result) else None for c in chosen],
-            refit_name_change_share=[refit_result.name_change_share if (c and refit_result and refit_result.ari is not None)
-                                     else None for c in chosen],
+            refit_name_change_share=[
+                refit_result.name_change_share if (c and refit_result and refit_result.ari is not None) else None
+                for c in chosen
+            ],
         )
-        table = table.astype({"parent_version": "string", "current_silhouette": "Float64", "far_share": "Float64",
-                              "silhouette_drop": "Float64", "refit_ari": "Float64",
-                              "refit_name_change_share": "Float64", "min_cluster_share": "Float64"})
+        table = table.astype(
+            {
+                "parent_version": "string",
+                "current_silhouette": "Float64",
+                "far_share": "Float64",
+                "silhouette_drop": "Float64",
+                "refit_ari": "Float64",
+                "refit_name_change_share": "Float64",
+                "min_cluster_share": "Float64",
+            }
+        )
         stage = create_stage_from_df(con, MODEL, table)
         fit_cfg = model.config or config.model_dump()
         yield from gate(
-            context, con, MODEL, stage,
+            context,
+            con,
+            MODEL,
+            stage,
             {
                 # the k range the model was fitted under (a kept model keeps its k when the config changes)
                 "business_k_min": fit_cfg.get("business_k_min", config.business_k_min),
@@ -368,9 +426,12 @@ def clustering_model(context: dg.AssetExecutionContext, config: ModelConfig, pip
                 "n/a" if drift is None else ("hold" if not drift.names_failing else "; ".join(drift.names_failing)),
                 str(age) if kept is not None else "n/a",
             ],
-            "threshold": [f"{config.max_silhouette_drop:.3f}", f"{config.max_far_share:.0%}",
-                          "checked" if config.refit_when_names_fail else "not checked",
-                          str(config.refit_every_quarters or "never")],
+            "threshold": [
+                f"{config.max_silhouette_drop:.3f}",
+                f"{config.max_far_share:.0%}",
+                "checked" if config.refit_when_names_fail else "not checked",
+                str(config.refit_every_quarters or "never"),
+            ],
         }
     )
     metadata = {

@@ -1,6 +1,5 @@
 """segment_assignments: every customer of the quarter with the cluster and segment name of the model in force."""
 
-
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -58,16 +57,31 @@ def assign_segments(features: pd.DataFrame, model: SegmentModel) -> tuple[pd.Dat
     )
     summary.insert(0, "quarter", quarter)
     summary["model_version"] = model.version
-    cols = ["quarter", "segment", "cluster", "customers", "share_customers", "revenue", "share_revenue",
-            "mean_recency_days", "mean_frequency", "mean_monetary", "mean_avg_order_value", "rank", "action",
-            "description", "model_version"]
+    cols = [
+        "quarter",
+        "segment",
+        "cluster",
+        "customers",
+        "share_customers",
+        "revenue",
+        "share_revenue",
+        "mean_recency_days",
+        "mean_frequency",
+        "mean_monetary",
+        "mean_avg_order_value",
+        "rank",
+        "action",
+        "description",
+        "model_version",
+    ]
     return assignments, summary[cols]
 
 
 def retained_changes(previous: pd.DataFrame, current: pd.DataFrame) -> tuple[int, int]:
     """(customers in both quarters, of whom in another segment now)."""
-    both = previous[["customer_id", "segment"]].merge(current[["customer_id", "segment"]], on="customer_id",
-                                                      suffixes=("_prev", "_now"))
+    both = previous[["customer_id", "segment"]].merge(
+        current[["customer_id", "segment"]], on="customer_id", suffixes=("_prev", "_now")
+    )
     return len(both), int((both["segment_prev"] != both["segment_now"]).sum())
 
 
@@ -84,8 +98,12 @@ def retained_changes(previous: pd.DataFrame, current: pd.DataFrame) -> tuple[int
             deps=[
                 "clustering_model",
                 "customer_features",
-                dg.AssetDep(TABLE, partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)),
+                dg.AssetDep(
+                    TABLE,
+                    partition_mapping=dg.TimeWindowPartitionMapping(
+                        start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+                    ),
+                ),
             ],
             metadata={"dagster/table_name": f"warehouse.main.{TABLE}"},
             description=(
@@ -100,7 +118,8 @@ def retained_changes(previous: pd.DataFrame, current: pd.DataFrame) -> tuple[int
             SUMMARY,
             "One row per segment of the quarter: customers, revenue and their shares, mean recency, frequency, "
             "monetary and order value, value rank, description, recommended action and model version.",
-            deps=["clustering_model", "customer_features"], partitions_def=quarterly_partitions,
+            deps=["clustering_model", "customer_features"],
+            partitions_def=quarterly_partitions,
             owners=ANALYTICS_OWNERS,
         ),
     ],
@@ -115,15 +134,19 @@ def segment_assignments(context: dg.AssetExecutionContext, pipeline: PipelineHom
         try:
             model, model_path = load_model(pipeline.path, row)
         except ModelFileError as exc:
-            raise dg.Failure(description=f"segment_assignments {q.key}: {exc}; materialise clustering_model "
-                                         f"{q.key} again") from None
+            raise dg.Failure(
+                description=f"segment_assignments {q.key}: {exc}; materialise clustering_model {q.key} again"
+            ) from None
         features = read_features(con, q.key)
         assignments, summary = assign_segments(features, model)
         previous = quarter_assignments(con, q.previous().key)
         stage = create_stage_from_df(con, TABLE, assignments)
         create_stage_from_df(con, SUMMARY, summary)
         yield from gate(
-            context, con, TABLE, stage,
+            context,
+            con,
+            TABLE,
+            stage,
             {
                 "customer_features_rows": len(features),
                 "segment_names": model.segment_names,
@@ -138,8 +161,10 @@ def segment_assignments(context: dg.AssetExecutionContext, pipeline: PipelineHom
     retained, changed = retained_changes(previous, assignments)
     shown = summary.drop(columns=["quarter", "description", "model_version"])
     headline = headline_of(summary)
-    yield dg.MaterializeResult(asset_key=SUMMARY, metadata={
-        **summary_meta, "segments": dg.MetadataValue.md(md_table(shown, max_rows=20)), "headline": headline})
+    yield dg.MaterializeResult(
+        asset_key=SUMMARY,
+        metadata={**summary_meta, "segments": dg.MetadataValue.md(md_table(shown, max_rows=20)), "headline": headline},
+    )
     yield dg.MaterializeResult(
         asset_key=TABLE,
         metadata={
@@ -154,5 +179,5 @@ def segment_assignments(context: dg.AssetExecutionContext, pipeline: PipelineHom
             "retained_customers": retained,
             "retained_changed_segment": changed,
             "retained_changed_share": round(changed / retained, 4) if retained else 0.0,
-        }
+        },
     )

@@ -139,7 +139,9 @@ def headline_of(profile: pd.DataFrame) -> str:
 # -------------------------------------------------------------------------------------------- segments
 
 
-def segment_profile(customers: pd.DataFrame, catalogue=None, descriptions: dict[str, str] | None = None) -> pd.DataFrame:
+def segment_profile(
+    customers: pd.DataFrame, catalogue=None, descriptions: dict[str, str] | None = None
+) -> pd.DataFrame:
     """One row per segment from one row per customer (customer_id, segment, cluster and PROFILE_FEATURES):
     customers and their share, revenue (sum of monetary) and its share, mean and median of every profile
     feature, the segment's rank, description and action. Sorted by revenue, largest first. `descriptions`:
@@ -212,8 +214,19 @@ def store_risk(
     else:
         out["segment_mix"] = ""
     out = out.reset_index()
-    cols = ["store", "customers", "revenue", "share_of_total_revenue", "top10_revenue_share", "top10pct_customers",
-            "top10pct_revenue_share", "largest_customer_share", "assessed", "flagged", "segment_mix"]
+    cols = [
+        "store",
+        "customers",
+        "revenue",
+        "share_of_total_revenue",
+        "top10_revenue_share",
+        "top10pct_customers",
+        "top10pct_revenue_share",
+        "largest_customer_share",
+        "assessed",
+        "flagged",
+        "segment_mix",
+    ]
     out = out[cols].astype({"customers": "int64", "top10pct_customers": "int64", "assessed": bool, "flagged": bool})
     return out.sort_values(["revenue", "store"], ascending=[False, True], kind="mergesort").reset_index(drop=True)
 
@@ -225,7 +238,7 @@ def store_segment_revenue(sales: pd.DataFrame, segments: pd.DataFrame, max_store
     m = df.pivot_table(index="store", columns="segment", values="revenue", aggfunc="sum", fill_value=0.0)
     m = m.loc[m.sum(axis=1).sort_values(ascending=False, kind="mergesort").index]
     if len(m) > max_stores:
-        rest = m.iloc[max_stores - 1:]
+        rest = m.iloc[max_stores - 1 :]
         m = pd.concat([m.iloc[: max_stores - 1], rest.sum().to_frame(f"other ({len(rest)})").T])
     return m[m.sum().sort_values(ascending=False, kind="mergesort").index]
 
@@ -288,8 +301,12 @@ def transition_counts(history: pd.DataFrame, order: list[str] | None = None) -> 
     definition of the matrix (metadata, report, plots and the CLI use it)."""
     counts = pd.crosstab(history["from_segment"], history["to_segment"])
     order = list(order or [])
-    rows = [s for s in order if s in counts.index] + sorted(s for s in counts.index if s not in order and s not in ARRIVALS)
-    cols = [s for s in order if s in counts.columns] + sorted(s for s in counts.columns if s not in order and s != LAPSED)
+    rows = [s for s in order if s in counts.index] + sorted(
+        s for s in counts.index if s not in order and s not in ARRIVALS
+    )
+    cols = [s for s in order if s in counts.columns] + sorted(
+        s for s in counts.columns if s not in order and s != LAPSED
+    )
     rows += [s for s in (RETURNING, NEW) if s in counts.index]
     cols += [LAPSED] if LAPSED in counts.columns else []
     counts = counts.loc[rows, cols]
@@ -304,8 +321,11 @@ def biggest_moves(history: pd.DataFrame, ranks: dict[str, int], n: int = 3) -> p
         return pd.DataFrame(columns=["from_segment", "to_segment", "customers", "move"])
     flows = moved.groupby(["from_segment", "to_segment"], as_index=False).size().rename(columns={"size": "customers"})
     flows["move"] = classify_moves(flows, ranks)
-    return flows.sort_values(["customers", "from_segment", "to_segment"], ascending=[False, True, True],
-                             kind="mergesort").head(n).reset_index(drop=True)
+    return (
+        flows.sort_values(["customers", "from_segment", "to_segment"], ascending=[False, True, True], kind="mergesort")
+        .head(n)
+        .reset_index(drop=True)
+    )
 
 
 # ------------------------------------------------------------------------------------------ stability
@@ -338,18 +358,37 @@ class Stability:
 
     def rows(self) -> list[tuple[str, str, str]]:
         """(figure, this quarter, threshold) for the report's table."""
+
         def f(x, fmt):
             return "n/a" if x is None or pd.isna(x) else format(x, fmt)
 
-        out = [("silhouette of the model on this quarter", f(self.current_silhouette, ".3f"),
-                f"fit: {f(self.fit_silhouette, '.3f')}"),
-               ("silhouette drop since the fit", f(self.silhouette_drop, ".3f"), f"refit above {f(self.max_silhouette_drop, '.3f')}"),
-               ("customers far from every centroid", f(self.far_share, ".1%"), f"refit above {f(self.max_far_share, '.0%')}"),
-               ("retained customers who changed segment", f"{self.retained_changed_share:.1%}",
-                f"{self.retained_changed:,} of {self.retained:,}")]
+        out = [
+            (
+                "silhouette of the model on this quarter",
+                f(self.current_silhouette, ".3f"),
+                f"fit: {f(self.fit_silhouette, '.3f')}",
+            ),
+            (
+                "silhouette drop since the fit",
+                f(self.silhouette_drop, ".3f"),
+                f"refit above {f(self.max_silhouette_drop, '.3f')}",
+            ),
+            (
+                "customers far from every centroid",
+                f(self.far_share, ".1%"),
+                f"refit above {f(self.max_far_share, '.0%')}",
+            ),
+            (
+                "retained customers who changed segment",
+                f"{self.retained_changed_share:.1%}",
+                f"{self.retained_changed:,} of {self.retained:,}",
+            ),
+        ]
         if self.refit_ari is not None and not pd.isna(self.refit_ari):
-            out += [("agreement of old and new model (adjusted Rand index)", f(self.refit_ari, ".3f"), "1 = identical"),
-                    ("customers renamed by the refit itself", f(self.refit_name_change_share, ".1%"), "")]
+            out += [
+                ("agreement of old and new model (adjusted Rand index)", f(self.refit_ari, ".3f"), "1 = identical"),
+                ("customers renamed by the refit itself", f(self.refit_name_change_share, ".1%"), ""),
+            ]
         return out
 
 

@@ -53,8 +53,15 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _figure(w: float, h: float, left: float = 0.8, right: float = 0.25, top: float = 0.45, bottom: float = 0.55,
-            wspace: float | None = None) -> Figure:
+def _figure(
+    w: float,
+    h: float,
+    left: float = 0.8,
+    right: float = 0.25,
+    top: float = 0.45,
+    bottom: float = 0.55,
+    wspace: float | None = None,
+) -> Figure:
     """A figure with fixed margins in inches. No constrained/tight layout: measuring every text for the
     layout costs an extra draw (~0.5 s a figure on a small machine); margins are set from label lengths."""
     fig = Figure(figsize=(w, h), dpi=DPI)
@@ -91,9 +98,13 @@ def share_bars(profile: pd.DataFrame, title: str = "Share of customers vs share 
     ax.set_yticks(y, p["segment"])
     ax.set_xlim(0, min(1.0, max(p["share_revenue"].max(), p["share_customers"].max()) * 1.18 + 0.02))
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
-    ax.legend(handles=[Rectangle((0, 0), 1, 1, color="#555"),
-                       Rectangle((0, 0), 1, 1, color="#555", alpha=0.35)],
-              labels=["share of revenue", "share of customers"], loc="lower right", fontsize=8, frameon=False)
+    ax.legend(
+        handles=[Rectangle((0, 0), 1, 1, color="#555"), Rectangle((0, 0), 1, 1, color="#555", alpha=0.35)],
+        labels=["share of revenue", "share of customers"],
+        loc="lower right",
+        fontsize=8,
+        frameon=False,
+    )
     ax.set_title(title, fontsize=11, loc="left")
     ax.spines[["top", "right"]].set_visible(False)
     return _png(fig)
@@ -117,12 +128,24 @@ def lorenz(conc: Concentration, title: str = "Revenue concentration (Lorenz curv
     # top 20% of customers: the curve at 80% of customers (ascending) leaves 1 - L(0.8) to the top 20%
     l80 = 1 - conc.top_20pct_share
     ax.plot([0.8], [l80], "o", color="#d62728")
-    ax.annotate(f"top 20% of customers:\n{conc.top_20pct_share:.0%} of revenue", (0.8, l80), xytext=(0.36, 0.62),
-                fontsize=9, arrowprops={"arrowstyle": "->", "color": "#d62728"}, color="#d62728")
+    ax.annotate(
+        f"top 20% of customers:\n{conc.top_20pct_share:.0%} of revenue",
+        (0.8, l80),
+        xytext=(0.36, 0.62),
+        fontsize=9,
+        arrowprops={"arrowstyle": "->", "color": "#d62728"},
+        color="#d62728",
+    )
     s50 = conc.share_customers_for_50pct
     ax.plot([1 - s50], [0.5], "o", color="#ff7f0e")
-    ax.annotate(f"half of revenue from\nthe top {s50:.0%} of customers", (1 - s50, 0.5), xytext=(0.42, 0.86),
-                fontsize=9, arrowprops={"arrowstyle": "->", "color": "#ff7f0e"}, color="#b35900")
+    ax.annotate(
+        f"half of revenue from\nthe top {s50:.0%} of customers",
+        (1 - s50, 0.5),
+        xytext=(0.42, 0.86),
+        fontsize=9,
+        arrowprops={"arrowstyle": "->", "color": "#ff7f0e"},
+        color="#b35900",
+    )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")
@@ -145,13 +168,18 @@ def k_selection(trials: pd.DataFrame, title: str = "Choosing k: elbow and silhou
     fig = _figure(9.0, 3.9, left=0.85, right=0.25, top=0.5, bottom=0.55, wspace=0.3)
     axes = fig.subplots(1, 2)
     chosen = t[t["chosen"]] if "chosen" in t else t.iloc[0:0]
-    for ax, col, label in ((axes[0], "inertia", "inertia (within-cluster spread)"), (axes[1], "silhouette", "silhouette")):
+    for ax, col, label in (
+        (axes[0], "inertia", "inertia (within-cluster spread)"),
+        (axes[1], "silhouette", "silhouette"),
+    ):
         if "in_business_range" in t and t["in_business_range"].any():
             ks = t.loc[t["in_business_range"], "k"]
             ax.axvspan(ks.min() - 0.4, ks.max() + 0.4, color="#2ca02c", alpha=0.10, label="business range")
         ax.plot(t["k"], t[col], "o-", color="#1f77b4")
         if not chosen.empty:
-            ax.plot(chosen["k"], chosen[col], "*", ms=16, color="#d62728", label=f"chosen k = {int(chosen['k'].iloc[0])}")
+            ax.plot(
+                chosen["k"], chosen[col], "*", ms=16, color="#d62728", label=f"chosen k = {int(chosen['k'].iloc[0])}"
+            )
         ax.set_xlabel("k (number of clusters)")
         ax.set_ylabel(label)
         ax.set_xticks(t["k"])
@@ -166,23 +194,40 @@ def k_selection(trials: pd.DataFrame, title: str = "Choosing k: elbow and silhou
 # ---------------------------------------------------------------------------------------------- recency
 
 
-def recency_by_segment(customers: pd.DataFrame, order: list[str], winback_days: int | None = None,
-                       title: str = "Days since last purchase, by segment") -> bytes:
+def recency_by_segment(
+    customers: pd.DataFrame,
+    order: list[str],
+    winback_days: int | None = None,
+    title: str = "Days since last purchase, by segment",
+) -> bytes:
     """Box plot of recency_days per segment (in `order`, top to bottom); the win-back threshold as a line."""
     order = [s for s in order if (customers["segment"] == s).any()]
     data = [customers.loc[customers["segment"] == s, "recency_days"].to_numpy() for s in order]
     fig = _figure(7.5, 0.5 * len(order) + 1.3, left=_label_width(order), top=0.4, bottom=0.55)
     ax = fig.add_subplot()
     colors = segment_colors(order)
-    bp = ax.boxplot(data[::-1], orientation="horizontal", patch_artist=True, widths=0.6,
-                    flierprops={"markersize": 2, "alpha": 0.4}, medianprops={"color": "black"})
+    bp = ax.boxplot(
+        data[::-1],
+        orientation="horizontal",
+        patch_artist=True,
+        widths=0.6,
+        flierprops={"markersize": 2, "alpha": 0.4},
+        medianprops={"color": "black"},
+    )
     for patch, s in zip(bp["boxes"], order[::-1]):
         patch.set_facecolor(colors[s])
         patch.set_alpha(0.75)
     ax.set_yticks(np.arange(1, len(order) + 1), order[::-1])
     if winback_days is not None:
         ax.axvline(winback_days, color="#d62728", ls="--", lw=1)
-        ax.text(winback_days, len(order) + 0.45, f" win-back: {winback_days}+ days", color="#d62728", fontsize=8, va="bottom")
+        ax.text(
+            winback_days,
+            len(order) + 0.45,
+            f" win-back: {winback_days}+ days",
+            color="#d62728",
+            fontsize=8,
+            va="bottom",
+        )
     ax.set_ylim(0.4, len(order) + 0.9)
     ax.set_xlabel("days since last purchase (as of the quarter end)")
     ax.set_title(title, fontsize=11, loc="left")
@@ -208,25 +253,40 @@ def _heatmap(ax, shares: pd.DataFrame, labels: pd.DataFrame, corner: str, col_ti
         ax.text(-0.6, i, str(r), ha="right", va="center", fontsize=8)
     ax.text(-0.6, -0.6, corner, ha="right", va="bottom", fontsize=8, style="italic", color="#555")
     # above the (up to two-line, 8 pt) column names: a fixed offset in points from the top of the grid
-    ax.annotate(col_title, xy=(0.5, 1.0), xycoords="axes fraction", xytext=(0, 30), textcoords="offset points",
-                ha="center", va="bottom", fontsize=9)
+    ax.annotate(
+        col_title,
+        xy=(0.5, 1.0),
+        xycoords="axes fraction",
+        xytext=(0, 30),
+        textcoords="offset points",
+        ha="center",
+        va="bottom",
+        fontsize=9,
+    )
     for i in range(nr):
         for j in range(nc):
             if labels.iat[i, j]:
-                ax.text(j, i, labels.iat[i, j], ha="center", va="center", fontsize=7.5,
-                        color="white" if vals[i, j] > 0.55 else "#222")
+                ax.text(
+                    j,
+                    i,
+                    labels.iat[i, j],
+                    ha="center",
+                    va="center",
+                    fontsize=7.5,
+                    color="white" if vals[i, j] > 0.55 else "#222",
+                )
 
 
-def store_segment_heatmap(matrix: pd.DataFrame, unit: str = "store",
-                          title: str | None = None) -> bytes:
+def store_segment_heatmap(matrix: pd.DataFrame, unit: str = "store", title: str | None = None) -> bytes:
     """Rows: stores (largest revenue first, with their revenue); columns: segments; colour and label: the
     segment's share of that store's revenue."""
     totals = matrix.sum(axis=1)
     shares = matrix.div(totals.where(totals > 0), axis=0).fillna(0.0)
     labels = shares.map(lambda v: "" if v < 0.01 else _pct(v))  # below 1%: colour only, keeps the grid readable
     shares.index = [f"{s}  ({t:,.0f})" for s, t in zip(matrix.index, totals)]
-    fig = _figure(8.0, 0.32 * len(matrix) + 1.25, left=_label_width(shares.index, 8) + 0.15, right=0.2, top=1.0,
-                  bottom=0.1)
+    fig = _figure(
+        8.0, 0.32 * len(matrix) + 1.25, left=_label_width(shares.index, 8) + 0.15, right=0.2, top=1.0, bottom=0.1
+    )
     ax = fig.add_subplot()
     _heatmap(ax, shares, labels, f"{unit} (revenue)", "segment: share of the row's revenue")
     fig.suptitle(title or f"Revenue by {unit} and segment", fontsize=11, x=0.01, ha="left")
@@ -237,11 +297,16 @@ def migration_heatmap(counts: pd.DataFrame, title: str = "Migration since the pr
     """Transition matrix: colour = share of the from-segment's customers, label = customers (and share)."""
     shares = counts.div(counts.sum(axis=1).where(lambda s: s > 0), axis=0).fillna(0.0)
     labels = pd.DataFrame(
-        [[("" if c == 0 else f"{c:,}\n{_pct(s)}") for c, s in zip(cr, sr)] for cr, sr in zip(counts.to_numpy(), shares.to_numpy())],
-        index=counts.index, columns=counts.columns,
+        [
+            [("" if c == 0 else f"{c:,}\n{_pct(s)}") for c, s in zip(cr, sr)]
+            for cr, sr in zip(counts.to_numpy(), shares.to_numpy())
+        ],
+        index=counts.index,
+        columns=counts.columns,
     )
-    fig = _figure(8.0, 0.55 * len(counts) + 1.15, left=_label_width(counts.index, 8) + 0.15, right=0.2, top=1.0,
-                  bottom=0.1)
+    fig = _figure(
+        8.0, 0.55 * len(counts) + 1.15, left=_label_width(counts.index, 8) + 0.15, right=0.2, top=1.0, bottom=0.1
+    )
     ax = fig.add_subplot()
     _heatmap(ax, shares, labels, "from \u2193  to \u2192", "to (this quarter); colour: share of the row's customers")
     fig.suptitle(title, fontsize=11, x=0.01, ha="left")
@@ -251,8 +316,12 @@ def migration_heatmap(counts: pd.DataFrame, title: str = "Migration since the pr
 # ------------------------------------------------------------------------------------------------- flow
 
 
-def migration_flow(counts: pd.DataFrame, left_label: str = "previous quarter", right_label: str = "this quarter",
-                   title: str = "Where customers went") -> bytes:
+def migration_flow(
+    counts: pd.DataFrame,
+    left_label: str = "previous quarter",
+    right_label: str = "this quarter",
+    title: str = "Where customers went",
+) -> bytes:
     """A Sankey-style flow between two stacked bars: left, the previous quarter's segments (plus 'new');
     right, this quarter's (plus 'lapsed'); each band's thickness is the number of customers moving."""
     left = [r for r in counts.index if counts.loc[r].sum() > 0]
@@ -291,10 +360,22 @@ def migration_flow(counts: pd.DataFrame, left_label: str = "previous quarter", r
             xa, xb = x0 + bar_w, x1 - bar_w
             xm = (xa + xb) / 2
             verts = [(xa, ly0), (xm, ly0), (xm, ry0), (xb, ry0), (xb, ry1), (xm, ry1), (xm, ly1), (xa, ly1), (xa, ly0)]
-            codes = [MplPath.MOVETO, MplPath.CURVE4, MplPath.CURVE4, MplPath.CURVE4, MplPath.LINETO,
-                     MplPath.CURVE4, MplPath.CURVE4, MplPath.CURVE4, MplPath.CLOSEPOLY]
-            ax.add_patch(PathPatch(MplPath(verts, codes), facecolor=colors[fr], alpha=0.35 if fr != to else 0.55,
-                                   edgecolor="none"))
+            codes = [
+                MplPath.MOVETO,
+                MplPath.CURVE4,
+                MplPath.CURVE4,
+                MplPath.CURVE4,
+                MplPath.LINETO,
+                MplPath.CURVE4,
+                MplPath.CURVE4,
+                MplPath.CURVE4,
+                MplPath.CLOSEPOLY,
+            ]
+            ax.add_patch(
+                PathPatch(
+                    MplPath(verts, codes), facecolor=colors[fr], alpha=0.35 if fr != to else 0.55, edgecolor="none"
+                )
+            )
     for names, pos, x, ha, side in ((left, lpos, x0, "right", -1), (right, rpos, x1 - bar_w, "left", 1)):
         for n in names:
             top, bottom = pos[n]

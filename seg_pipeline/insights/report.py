@@ -106,7 +106,9 @@ def store_sentence(d: ReportData) -> str:
     small = len(d.stores) - len(assessed)
     small_txt = (
         f" {small} of the {len(d.stores)} {units} have fewer than {d.min_store_customers} customers and are not "
-        f"assessed (their 10 largest customers are nearly all of their customers)." if small else ""
+        f"assessed (their 10 largest customers are nearly all of their customers)."
+        if small
+        else ""
     )
     if d.flagged.empty:
         return (
@@ -181,13 +183,17 @@ def stability_sentence(d: ReportData) -> str:
     if s.decision == "initial_fit":
         return f"The segment model was fitted on {d.quarter_label} ({s.reason}); later quarters keep it."
     if s.decision == "reused":
-        return (f"The segment model fitted on {s.fitted_label} was kept ({s.reason}): every move above is a "
-                f"customer's own behaviour; {s.retained_changed_share:.1%} of retained customers changed segment.")
+        return (
+            f"The segment model fitted on {s.fitted_label} was kept ({s.reason}): every move above is a "
+            f"customer's own behaviour; {s.retained_changed_share:.1%} of retained customers changed segment."
+        )
     txt = f"The segment model was refitted on {d.quarter_label}: {s.reason}."
     if s.refit_name_change_share is not None:
-        txt += (f" On the same customers the old and new models agree with adjusted Rand index {s.refit_ari:.2f}; "
-                f"the refit itself renamed {s.refit_name_change_share:.1%} of them, so that part of the moves is "
-                "the model, not behaviour.")
+        txt += (
+            f" On the same customers the old and new models agree with adjusted Rand index {s.refit_ari:.2f}; "
+            f"the refit itself renamed {s.refit_name_change_share:.1%} of them, so that part of the moves is "
+            "the model, not behaviour."
+        )
     return txt
 
 

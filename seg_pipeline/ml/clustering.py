@@ -76,9 +76,7 @@ def choose_k(
         trials.append(KTrial(k=k, inertia=float(km.inertia_), silhouette=sil, in_business_range=blo <= k <= bhi))
     allowed = [t for t in trials if t.in_business_range]
     if not allowed:
-        raise ValueError(
-            f"cannot fit {blo}..{bhi} clusters: only {max_k} distinct customer profiles in the data"
-        )
+        raise ValueError(f"cannot fit {blo}..{bhi} clusters: only {max_k} distinct customer profiles in the data")
     best = max(allowed, key=lambda t: (round(t.silhouette, 6), -t.k))
     overall = max(trials, key=lambda t: t.silhouette)
     elbow = elbow_k(trials)

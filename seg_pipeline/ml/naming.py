@@ -26,8 +26,15 @@ from ..settings import PACKAGE_DIR
 CATALOGUE_PATH = PACKAGE_DIR / "segments.yaml"
 
 # the figures conditions may use: medians of these features, and <feature>_ratio for the relative ones
-FIGURE_FEATURES = ["recency_days", "frequency", "monetary", "avg_order_value", "distinct_products",
-                   "purchase_span_days", "tenure_days"]
+FIGURE_FEATURES = [
+    "recency_days",
+    "frequency",
+    "monetary",
+    "avg_order_value",
+    "distinct_products",
+    "purchase_span_days",
+    "tenure_days",
+]
 RATIO_FEATURES = ["monetary", "avg_order_value", "distinct_products", "frequency"]
 FIGURES = FIGURE_FEATURES + [f"{f}_ratio" for f in RATIO_FEATURES]
 _FORBIDDEN, _DESCRIPTIVE = 1e9, 1e4  # costs: a name whose conditions fail; a descriptive name
@@ -94,11 +101,13 @@ def load_catalogue(path: Path = CATALOGUE_PATH) -> Catalogue:
             raise CatalogueError(f"{path}: segment #{i + 1} has unknown key(s) {sorted(unknown)}")
         for fig, bounds in (s.get("conditions") or {}).items():
             if fig not in FIGURES:
-                raise CatalogueError(f"{path}: segment {s.get('name')!r}: unknown figure {fig!r} in conditions "
-                                     f"(known: {FIGURES})")
+                raise CatalogueError(
+                    f"{path}: segment {s.get('name')!r}: unknown figure {fig!r} in conditions (known: {FIGURES})"
+                )
             if not isinstance(bounds, dict) or not bounds or set(bounds) - {"min", "max"}:
-                raise CatalogueError(f"{path}: segment {s.get('name')!r}: condition {fig} must be "
-                                     "{min: x} and/or {max: y}")
+                raise CatalogueError(
+                    f"{path}: segment {s.get('name')!r}: condition {fig} must be {{min: x}} and/or {{max: y}}"
+                )
         segs.append(Segment(**s))
     names = [s.name for s in segs]
     if not names or len(set(names)) != len(names):
@@ -163,19 +172,21 @@ def descriptive_segment(fig: pd.Series) -> Segment:
                 conditions[figure] = {k: v for k, v in (("min", lo), ("max", hi)) if v is not None}
                 break
     ratio = fig.get("monetary_ratio", np.nan)
-    desc = (f"No catalogue segment fits this group: median {fig.get('recency_days', np.nan):,.0f} days since the "
-            f"last order, {fig.get('frequency', np.nan):,.1f} orders, spend {ratio:,.2f}x the typical customer's.")
+    desc = (
+        f"No catalogue segment fits this group: median {fig.get('recency_days', np.nan):,.0f} days since the "
+        f"last order, {fig.get('frequency', np.nan):,.1f} orders, spend {ratio:,.2f}x the typical customer's."
+    )
     return Segment(
         name=" ".join(words) if words else "Unnamed group",
         description=desc,
-        action="No catalogue action: review this group, and add a segment to seg_pipeline/segments.yaml if it "
-               "recurs.",
+        action="No catalogue action: review this group, and add a segment to seg_pipeline/segments.yaml if it recurs.",
         conditions=conditions,
     )
 
 
-def name_clusters(figures: pd.DataFrame, catalogue: Catalogue | None = None,
-                  fixed: dict[int, str] | None = None) -> tuple[dict[int, str], dict[str, Segment]]:
+def name_clusters(
+    figures: pd.DataFrame, catalogue: Catalogue | None = None, fixed: dict[int, str] | None = None
+) -> tuple[dict[int, str], dict[str, Segment]]:
     """Give each cluster (rows of `cluster_figures`) a distinct name: the catalogue name whose conditions it
     meets with the best profile fit (one-to-one over all clusters), else a descriptive name. `fixed`:
     clusters whose names are already decided (carried over from a kept model); their names are not offered
@@ -205,8 +216,9 @@ def name_clusters(figures: pd.DataFrame, catalogue: Catalogue | None = None,
                 while name in taken or name in names.values():
                     name, n = f"{seg.name} ({n})", n + 1
                 names[c] = name
-                descriptive[name] = Segment(name=name, description=seg.description, action=seg.action,
-                                            conditions=seg.conditions)
+                descriptive[name] = Segment(
+                    name=name, description=seg.description, action=seg.action, conditions=seg.conditions
+                )
             taken.add(names[c])
     return dict(sorted(names.items())), descriptive
 
@@ -220,6 +232,5 @@ def segment_info(name: str, descriptions: dict[str, str] | None = None) -> Segme
     return Segment(
         name=name,
         description=(descriptions or {}).get(name, "No catalogue segment fits this group."),
-        action="No catalogue action: review this group, and add a segment to seg_pipeline/segments.yaml if it "
-               "recurs.",
+        action="No catalogue action: review this group, and add a segment to seg_pipeline/segments.yaml if it recurs.",
     )

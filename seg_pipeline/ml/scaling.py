@@ -43,7 +43,9 @@ class ScaledMatrix:
         return self.values[:, idx]
 
 
-def available_features(features: pd.DataFrame, candidates: list[str] = CANDIDATE_FEATURES) -> tuple[list[str], dict[str, str]]:
+def available_features(
+    features: pd.DataFrame, candidates: list[str] = CANDIDATE_FEATURES
+) -> tuple[list[str], dict[str, str]]:
     """Candidates the data can support; a feature whose column is absent or entirely NULL is skipped with a note."""
     present, skipped = [], {}
     for f in candidates:
@@ -82,8 +84,9 @@ def drop_near_constant(logged: pd.DataFrame, min_std: float) -> dict[str, str]:
     carry no information about who differs from whom, and scaling would blow their noise up to full weight
     (e.g. tenure in a single cohort, where every customer started in the same month)."""
     std = logged.std(ddof=0)
-    return {f: f"nearly constant: sd of its log values {std[f]:.3f} < {min_std}" for f in logged.columns
-            if std[f] < min_std}
+    return {
+        f: f"nearly constant: sd of its log values {std[f]:.3f} < {min_std}" for f in logged.columns if std[f] < min_std
+    }
 
 
 def build_matrix(

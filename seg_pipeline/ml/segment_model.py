@@ -160,40 +160,95 @@ def _silhouette(X: np.ndarray, labels: np.ndarray, sample: int, seed: int) -> fl
     return float(silhouette_score(X[idx], labels[idx]))
 
 
-def _finish(features: pd.DataFrame, m: ScaledMatrix, km: KMeans, trials: list[KTrial], reason: str, quarter: str,
-            names: dict[int, str], descriptive: dict[str, Segment], config: dict, parent: str | None,
-            silhouette_sample: int, seed: int, libraries: dict) -> SegmentModel:
+def _finish(
+    features: pd.DataFrame,
+    m: ScaledMatrix,
+    km: KMeans,
+    trials: list[KTrial],
+    reason: str,
+    quarter: str,
+    names: dict[int, str],
+    descriptive: dict[str, Segment],
+    config: dict,
+    parent: str | None,
+    silhouette_sample: int,
+    seed: int,
+    libraries: dict,
+) -> SegmentModel:
     X = m.model_input()
     labels = km.labels_ if len(km.labels_) == len(X) else km.predict(X)
     d = np.sqrt(((X - km.cluster_centers_[labels]) ** 2).sum(axis=1))
     chosen = next((t for t in trials if t.k == km.n_clusters), None)
     sil = chosen.silhouette if chosen is not None else _silhouette(X, labels, silhouette_sample, seed)
     model = SegmentModel(
-        version="", fitted_quarter=quarter, features=list(m.features), log_features=list(m.log_features),
-        kept=list(m.kept), scaler=m.scaler, kmeans=km, names=names, descriptive=descriptive,
-        trials=[t.__dict__ for t in trials], reason=reason, fit_silhouette=float(sil if sil is not None else 0.0),
-        far_distance=float(np.quantile(d, FAR_QUANTILE)) if len(d) else 0.0, fit_customers=len(X),
-        fit_figures=cluster_figures(features, labels), parent_version=parent, config=dict(config),
+        version="",
+        fitted_quarter=quarter,
+        features=list(m.features),
+        log_features=list(m.log_features),
+        kept=list(m.kept),
+        scaler=m.scaler,
+        kmeans=km,
+        names=names,
+        descriptive=descriptive,
+        trials=[t.__dict__ for t in trials],
+        reason=reason,
+        fit_silhouette=float(sil if sil is not None else 0.0),
+        far_distance=float(np.quantile(d, FAR_QUANTILE)) if len(d) else 0.0,
+        fit_customers=len(X),
+        fit_figures=cluster_figures(features, labels),
+        parent_version=parent,
+        config=dict(config),
         library_versions=dict(libraries),
     )
     model.version = _version(km, m.scaler, m.kept, names)
     return model
 
 
-def fit_new(features: pd.DataFrame, m: ScaledMatrix, quarter: str, *, k_range, business_range, seed: int,
-            n_init: int, silhouette_sample: int, selection_sample: int, config: dict | None = None,
-            libraries: dict | None = None) -> SegmentModel:
+def fit_new(
+    features: pd.DataFrame,
+    m: ScaledMatrix,
+    quarter: str,
+    *,
+    k_range,
+    business_range,
+    seed: int,
+    n_init: int,
+    silhouette_sample: int,
+    selection_sample: int,
+    config: dict | None = None,
+    libraries: dict | None = None,
+) -> SegmentModel:
     """The first fit (no kept model): k by silhouette within the business range (elbow recorded), k-means on
     every customer, names from the catalogue's conditions. `features` and `m` hold the same customers in the
     same order (customer_id ascending)."""
     from .clustering import cluster
 
     X = m.model_input()
-    result = cluster(X, k_range=k_range, business_range=business_range, seed=seed, n_init=n_init,
-                     silhouette_sample=silhouette_sample, selection_sample=selection_sample)
+    result = cluster(
+        X,
+        k_range=k_range,
+        business_range=business_range,
+        seed=seed,
+        n_init=n_init,
+        silhouette_sample=silhouette_sample,
+        selection_sample=selection_sample,
+    )
     names, descriptive = name_clusters(cluster_figures(features, result.labels))
-    return _finish(features, m, result.model, result.trials, result.reason, quarter, names, descriptive,
-                   config or {}, None, silhouette_sample, seed, libraries or {})
+    return _finish(
+        features,
+        m,
+        result.model,
+        result.trials,
+        result.reason,
+        quarter,
+        names,
+        descriptive,
+        config or {},
+        None,
+        silhouette_sample,
+        seed,
+        libraries or {},
+    )
 
 
 def _warm_centroids(X: np.ndarray, old_labels: np.ndarray, k: int) -> np.ndarray:
@@ -235,10 +290,24 @@ class RefitResult:
     name_change_share: float  # share of the quarter's customers whose name the refit changed
 
 
-def refit(old: SegmentModel, features: pd.DataFrame, m: ScaledMatrix, quarter: str, *, k_range, business_range,
-          seed: int, n_init: int, silhouette_sample: int, selection_sample: int, match_max_distance: float,
-          config: dict | None = None, libraries: dict | None = None,
-          old_labels: np.ndarray | None = None, k_margin: float = 0.02) -> RefitResult:
+def refit(
+    old: SegmentModel,
+    features: pd.DataFrame,
+    m: ScaledMatrix,
+    quarter: str,
+    *,
+    k_range,
+    business_range,
+    seed: int,
+    n_init: int,
+    silhouette_sample: int,
+    selection_sample: int,
+    match_max_distance: float,
+    config: dict | None = None,
+    libraries: dict | None = None,
+    old_labels: np.ndarray | None = None,
+    k_margin: float = 0.02,
+) -> RefitResult:
     """Refit on this quarter, starting from the kept clusters. k is chosen again (silhouette within the
     business range); the final k-means run starts from the kept clusters' positions in the new space. New
     clusters are matched to the kept ones (Hungarian, log-feature space); a match within
@@ -248,14 +317,22 @@ def refit(old: SegmentModel, features: pd.DataFrame, m: ScaledMatrix, quarter: s
     the kept k is preferred while its silhouette is within this of the best k's (a split or merge of
     clusters must pay for itself)."""
     X = m.model_input()
-    k, trials, reason, models, _ = choose_k(X, k_range=k_range, business_range=business_range, seed=seed,
-                                            n_init=n_init, silhouette_sample=silhouette_sample,
-                                            selection_sample=selection_sample)
+    k, trials, reason, models, _ = choose_k(
+        X,
+        k_range=k_range,
+        business_range=business_range,
+        seed=seed,
+        n_init=n_init,
+        silhouette_sample=silhouette_sample,
+        selection_sample=selection_sample,
+    )
     by_k = {t.k: t for t in trials}
     best = by_k[k].silhouette
     if k != old.k and old.k in by_k and by_k[old.k].in_business_range and by_k[old.k].silhouette >= best - k_margin:
-        reason = (f"k={old.k}: the kept model's k, whose silhouette ({by_k[old.k].silhouette:.3f}) is within "
-                  f"{k_margin} of the best (k={k}, {best:.3f}) inside the business range")
+        reason = (
+            f"k={old.k}: the kept model's k, whose silhouette ({by_k[old.k].silhouette:.3f}) is within "
+            f"{k_margin} of the best (k={k}, {best:.3f}) inside the business range"
+        )
         k = old.k
     if old_labels is not None:
         init = _warm_centroids(X, old_labels, k)
@@ -277,8 +354,21 @@ def refit(old: SegmentModel, features: pd.DataFrame, m: ScaledMatrix, quarter: s
             carried[new_c] = seg.name
     names, descriptive = name_clusters(figures, fixed=carried)
     descriptive = {**{n: d for n, d in old.descriptive.items() if n in carried.values()}, **descriptive}
-    model = _finish(features, m, km, trials, reason, quarter, names, descriptive, config or {}, old.version,
-                    silhouette_sample, seed, libraries or {})
+    model = _finish(
+        features,
+        m,
+        km,
+        trials,
+        reason,
+        quarter,
+        names,
+        descriptive,
+        config or {},
+        old.version,
+        silhouette_sample,
+        seed,
+        libraries or {},
+    )
     ari = name_change = None
     if old_labels is not None:
         ari = float(adjusted_rand_score(old_labels, labels))
@@ -286,8 +376,13 @@ def refit(old: SegmentModel, features: pd.DataFrame, m: ScaledMatrix, quarter: s
         new_names = np.array([names[int(c)] for c in labels], dtype=object)
         name_change = float((old_names != new_names).mean()) if len(labels) else 0.0
     renamed = {c: n for c, n in names.items() if c not in carried}
-    return RefitResult(model=model, carried=carried, renamed=renamed, ari=ari,
-                       name_change_share=1.0 if name_change is None else name_change)
+    return RefitResult(
+        model=model,
+        carried=carried,
+        renamed=renamed,
+        ari=ari,
+        name_change_share=1.0 if name_change is None else name_change,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- drift
@@ -317,9 +412,19 @@ class Drift:
         }
 
 
-def measure_drift(model: SegmentModel, features: pd.DataFrame, X: np.ndarray, labels: np.ndarray, *,
-                  max_silhouette_drop: float, max_far_share: float, check_names: bool,
-                  silhouette_sample: int, seed: int, min_silhouette: float | None = None) -> Drift:
+def measure_drift(
+    model: SegmentModel,
+    features: pd.DataFrame,
+    X: np.ndarray,
+    labels: np.ndarray,
+    *,
+    max_silhouette_drop: float,
+    max_far_share: float,
+    check_names: bool,
+    silhouette_sample: int,
+    seed: int,
+    min_silhouette: float | None = None,
+) -> Drift:
     """The drift rule. The kept model stops fitting a quarter when any of these holds:
     - its silhouette on the quarter's customers is more than `max_silhouette_drop` below its fit silhouette,
       or below `min_silhouette` (the clusters overlap too much to act on);
@@ -336,8 +441,9 @@ def measure_drift(model: SegmentModel, features: pd.DataFrame, X: np.ndarray, la
     if used <= 1 and len(X) > 1:
         breaches.append(f"all {len(X):,} customers fall into one cluster of the kept model")
     if drop is not None and drop > max_silhouette_drop:
-        breaches.append(f"silhouette fell from {model.fit_silhouette:.3f} to {sil:.3f} "
-                        f"(drop {drop:.3f} > {max_silhouette_drop})")
+        breaches.append(
+            f"silhouette fell from {model.fit_silhouette:.3f} to {sil:.3f} (drop {drop:.3f} > {max_silhouette_drop})"
+        )
     elif sil is not None and min_silhouette is not None and sil < min_silhouette:
         breaches.append(f"silhouette {sil:.3f} is below the floor {min_silhouette}")
     if far > max_far_share:
@@ -345,8 +451,15 @@ def measure_drift(model: SegmentModel, features: pd.DataFrame, X: np.ndarray, la
     failing = model.names_failing(features, labels) if check_names else []
     if failing:
         breaches.append("the conditions of " + ", ".join(failing) + " no longer hold")
-    return Drift(customers=len(X), silhouette=sil, silhouette_drop=drop, far_share=far, clusters_used=used,
-                 names_failing=failing, breaches=breaches)
+    return Drift(
+        customers=len(X),
+        silhouette=sil,
+        silhouette_drop=drop,
+        far_share=far,
+        clusters_used=used,
+        names_failing=failing,
+        breaches=breaches,
+    )
 
 
 def quarters_between(a: str, b: str) -> int:

@@ -144,4 +144,6 @@ def load_contract(asset: str, directory: Path = CONTRACTS_DIR) -> Contract:
         )
     if not rules:
         raise ContractError(f"data contract {path} has no expectations")
-    return Contract(asset=data.get("asset", asset), description=data.get("description", ""), rules=tuple(rules), path=path)
+    return Contract(
+        asset=data.get("asset", asset), description=data.get("description", ""), rules=tuple(rules), path=path
+    )

@@ -87,9 +87,8 @@ class ContractOutcome:
 
     def failure_message(self) -> str:
         src = f" from {self.source}" if self.source else ""
-        head = (
-            f"{self.contract.asset}: data contract {self.contract.path.name} failed on {self.rows:,} rows{src}"
-            + (" - nothing downstream runs; the published table is unchanged." if self.blocking else " (warnings only).")
+        head = f"{self.contract.asset}: data contract {self.contract.path.name} failed on {self.rows:,} rows{src}" + (
+            " - nothing downstream runs; the published table is unchanged." if self.blocking else " (warnings only)."
         )
         return "\n".join([head] + [o.sentence() for o in self.failed] + ([self.note] if self.note else []))
 
@@ -108,11 +107,18 @@ def _add_sql_rule_detail(con, table: str, rows: int, rule: Rule, o: RuleOutcome)
         recs = df.to_dict("records")
         col = rule.subject
         if col and col in df.columns:
-            where = lambda r: (f"data row {r['_row_number']}" + (f" of sheet {r['_sheet']}" if r.get("_sheet") else "")  # noqa: E731
-                               if "_row_number" in r else f"customer {r['customer_id']}" if "customer_id" in r else "")
+
+            def where(r):
+                if "_row_number" in r:
+                    return f"data row {r['_row_number']}" + (f" of sheet {r['_sheet']}" if r.get("_sheet") else "")
+                return f"customer {r['customer_id']}" if "customer_id" in r else ""
+
             o.examples = [f"{where(r)}: {col}={r[col]!r}".lstrip(": ") for r in recs]
         else:
-            o.examples = [{k: v for k, v in r.items() if not str(k).startswith("_") or k in ("_row_number", "_sheet")} for r in recs]
+            o.examples = [
+                {k: v for k, v in r.items() if not str(k).startswith("_") or k in ("_row_number", "_sheet")}
+                for r in recs
+            ]
     except duckdb.Error:
         pass
     row_level = " ".join(rule.query.split()).upper().startswith("SELECT * FROM {BATCH}")
@@ -148,5 +154,9 @@ def run_contract(
     outcome = ContractOutcome(contract, table, rows, outcomes, time.perf_counter() - t0, source, note)
     if context is not None:
         log = context.log.error if outcome.blocking else context.log.warning if outcome.failed else context.log.info
-        log(outcome.failure_message() if outcome.failed else f"{asset}: contract passed ({rows:,} rows, {outcome.seconds:.2f}s)")
+        log(
+            outcome.failure_message()
+            if outcome.failed
+            else f"{asset}: contract passed ({rows:,} rows, {outcome.seconds:.2f}s)"
+        )
     return outcome

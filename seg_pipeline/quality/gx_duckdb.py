@@ -73,6 +73,7 @@ def validate_table(con: duckdb.DuckDBPyConnection, table: str, rules: list, suit
 
     gx = _import_gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig
+
     with _LOCK:
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
@@ -88,8 +89,9 @@ def validate_table(con: duckdb.DuckDBPyConnection, table: str, rules: list, suit
                     expectations.append((i, build_expectation(gx, rule, i)))
             except Exception as exc:  # a contract entry GX cannot build: reported, counts as failed
                 # a contract entry GX cannot build is a broken contract: it blocks, whatever its severity
-                outcomes[i] = RuleOutcome(rule.rule, rule.type, rule.subject, "error", False,
-                                          error=f"{type(exc).__name__}: {exc}")
+                outcomes[i] = RuleOutcome(
+                    rule.rule, rule.type, rule.subject, "error", False, error=f"{type(exc).__name__}: {exc}"
+                )
         suite = gx.ExpectationSuite(name=suite_name, expectations=[e for _, e in expectations])
         # GX prints a notice for SQL rules that read another table than {batch} (cross-table rules): expected here
         with contextlib.redirect_stdout(io.StringIO()):
