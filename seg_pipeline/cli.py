@@ -68,6 +68,25 @@ def run_pipeline(
     click.ClickException with the failing step's message on failure. `instance`: a Dagster instance
     (default: the persistent one of the home). `refit`: force a refit of the segment model in every quarter
     run; `model_config`: further clustering_model run config (e.g. {"refit_every_quarters": 0})."""
+    if instance is not None:
+        return _run_pipeline(home, source, mapping, quarters, quiet, instance, refit, model_config)
+    instance = _prepare_instance(home)  # the home's persistent instance: created here, so closed here
+    try:
+        return _run_pipeline(home, source, mapping, quarters, quiet, instance, refit, model_config)
+    finally:
+        instance.dispose()
+
+
+def _run_pipeline(
+    home: Path,
+    source: str | None = None,
+    mapping: str | None = None,
+    quarters: str = "all",
+    quiet: bool = False,
+    instance=None,
+    refit: bool = False,
+    model_config: dict | None = None,
+) -> list[str]:
     import dagster as dg
 
     from .definitions import ALL_ASSETS, PARTITIONED, UNPARTITIONED
@@ -75,7 +94,6 @@ def run_pipeline(
     from .resources import build_resources
     from .storage import table_exists
 
-    instance = instance or _prepare_instance(home)
     resources = build_resources(home, source, mapping)
     quiet_logs = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     model_cfg = {**(model_config or {}), **({"refit": True} if refit else {})}

@@ -18,6 +18,14 @@ from seg_pipeline.sample_data import write_transactions  # noqa: E402
 SMALL_CUSTOMERS = 400  # ~33k lines over two years; the thinnest quarter (2009-Q4) has ~50 customers
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "slow: runs the pipeline end to end in subprocesses or more times than the shared runs "
+        "(deselect with -m 'not slow' for a quick loop)",
+    )
+
+
 @pytest.fixture(scope="session")
 def dagster_instance():
     import dagster as dg
@@ -52,4 +60,6 @@ def read_table(home: Path, sql: str, params=None) -> pd.DataFrame:
 
 def run(home: Path, source, quarters: str = "all", mapping=None, instance=None):
     """Run the pipeline in process (quietly) on `source` with home `home`."""
-    return run_pipeline(Path(home), source=str(source), mapping=mapping, quarters=quarters, quiet=True, instance=instance)
+    return run_pipeline(
+        Path(home), source=str(source), mapping=mapping, quarters=quarters, quiet=True, instance=instance
+    )

@@ -7,10 +7,11 @@ import itertools
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from dagster._utils.schedules import cron_string_iterator
 
 from seg_pipeline.definitions import ALL_ASSETS, defs
@@ -21,8 +22,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # The expected graph, written from the design card and the tables each step writes, not from the code.
 # Design card: raw transactions -> cleaned sales -> customer features (DuckDB SQL) -> scaled matrix -> fitted
 # clustering model -> segment assignments -> segment-migration history; then the insights/report.
-DESIGN_CARD = ["raw_transactions", "cleaned_sales", "customer_features", "scaled_matrix", "clustering_model",
-               "segment_assignments", "segment_migration_history"]
+DESIGN_CARD = [
+    "raw_transactions",
+    "cleaned_sales",
+    "customer_features",
+    "scaled_matrix",
+    "clustering_model",
+    "segment_assignments",
+    "segment_migration_history",
+]
 # companion tables: written in the same step as their main asset (multi-asset)
 COMPANIONS = {
     "cleaned_sales": {"rejected_sales"},
@@ -30,8 +38,14 @@ COMPANIONS = {
     "segment_assignments": {"segment_summary"},
     "segment_insights": {"segment_profile", "store_concentration", "winback_list"},
 }
-INSIGHTS_READS = {"segment_assignments", "segment_summary", "segment_migration_history", "clustering_model",
-                  "customer_features", "cleaned_sales"}
+INSIGHTS_READS = {
+    "segment_assignments",
+    "segment_summary",
+    "segment_migration_history",
+    "clustering_model",
+    "customer_features",
+    "cleaned_sales",
+}
 # what every asset reads (its parents), from what each step's SQL/code must read to do its job
 EXPECTED_PARENTS = {
     "raw_transactions": set(),
@@ -82,8 +96,9 @@ def test_every_contract_check_is_blocking_and_partitioned_like_its_asset():
 
 def test_dependencies_are_the_true_lineage():
     graph = defs.resolve_asset_graph()
-    parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
-               for k in graph.get_all_asset_keys()}
+    parents = {
+        k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys} for k in graph.get_all_asset_keys()
+    }
     assert parents == EXPECTED_PARENTS
     # the self-dependencies read exactly the previous quarter, and migration reads this and the last
     for name in ("clustering_model", "segment_assignments"):
@@ -132,11 +147,15 @@ def test_job_and_schedule_exist():
 
 def test_schedule_fires_on_quarter_starts():
     schedule = defs.resolve_schedule_def("quarterly_segmentation_schedule")
-    start = datetime(2025, 11, 23, 12, 0, tzinfo=timezone.utc).timestamp()
-    ticks = list(itertools.islice(
-        cron_string_iterator(start, schedule.cron_schedule, schedule.execution_timezone or "UTC"), 4))
+    start = datetime(2025, 11, 23, 12, 0, tzinfo=UTC).timestamp()
+    ticks = list(
+        itertools.islice(cron_string_iterator(start, schedule.cron_schedule, schedule.execution_timezone or "UTC"), 4)
+    )
     assert [t.strftime("%Y-%m-%d %H:%M") for t in ticks] == [
-        "2026-01-01 00:00", "2026-04-01 00:00", "2026-07-01 00:00", "2026-10-01 00:00",
+        "2026-01-01 00:00",
+        "2026-04-01 00:00",
+        "2026-07-01 00:00",
+        "2026-10-01 00:00",
     ]
     assert all(t.utcoffset().total_seconds() == 0 for t in ticks)
 
@@ -144,25 +163,24 @@ def test_schedule_fires_on_quarter_starts():
 def test_schedule_tick_fills_the_quarter_that_just_ended():
     schedule = defs.resolve_schedule_def("quarterly_segmentation_schedule")
     with dg.instance_for_test() as instance:
-        ctx = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2026, 4, 1, tzinfo=timezone.utc)
-        )
+        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(2026, 4, 1, tzinfo=UTC))
         data = schedule.evaluate_tick(ctx)
     requests = data.run_requests or []
     assert [r.partition_key for r in requests] == ["2026-01-01"]
 
 
 def test_partition_keys_are_quarter_starts():
-    keys = quarterly_partitions.get_partition_keys(current_time=datetime(2012, 1, 2, tzinfo=timezone.utc))
+    keys = quarterly_partitions.get_partition_keys(current_time=datetime(2012, 1, 2, tzinfo=UTC))
     assert [k for k in keys if k.startswith("2010")] == ["2010-01-01", "2010-04-01", "2010-07-01", "2010-10-01"]
     assert keys[0] == "2009-10-01"
     assert keys[-1] == "2011-10-01"  # the last quarter that has ended by then
-    earlier = quarterly_partitions.get_partition_keys(current_time=datetime(2011, 12, 31, tzinfo=timezone.utc))
+    earlier = quarterly_partitions.get_partition_keys(current_time=datetime(2011, 12, 31, tzinfo=UTC))
     assert earlier[-1] == "2011-07-01"  # 2011-Q4 is not a partition before it ends
     window = quarterly_partitions.time_window_for_partition_key("2010-07-01")
     assert (window.start.date().isoformat(), window.end.date().isoformat()) == ("2010-07-01", "2010-10-01")
 
 
+@pytest.mark.slow  # a `dagster` subprocess loading the code location (~4 s)
 def test_dagster_definitions_validate(tmp_path):
     dagster = Path(sys.executable).parent / "dagster"
     assert dagster.exists(), dagster
@@ -170,7 +188,11 @@ def test_dagster_definitions_validate(tmp_path):
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     proc = subprocess.run(
         [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Validation successful" in proc.stdout + proc.stderr

@@ -40,9 +40,22 @@ def wheel(tmp_path_factory) -> Path:
             shutil.copy2(p, src / name)
     out = tmp_path_factory.mktemp("wheel")
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "-w", str(out), str(src)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "-w",
+            str(out),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     wheels = list(out.glob("seg_pipeline-*.whl"))
@@ -131,7 +144,11 @@ def test_loaders_read_the_installed_wheel(wheel, tmp_path):
     env.update(PYTHONPATH=str(site), GX_ANALYTICS_ENABLED="false")
     proc = subprocess.run(
         [sys.executable, "-c", INSTALLED_CHECK, json.dumps([SQL_NAMES, CONTRACT_NAMES])],
-        cwd=work, env=env, capture_output=True, text=True, timeout=120,
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -106,7 +106,9 @@ def test_segment_profile_and_headline():
 
 
 def _store(name: str, revenues: list[float], prefix: str) -> pd.DataFrame:
-    return pd.DataFrame({"store": name, "customer_id": [f"{prefix}{i}" for i in range(len(revenues))], "revenue": revenues})
+    return pd.DataFrame(
+        {"store": name, "customer_id": [f"{prefix}{i}" for i in range(len(revenues))], "revenue": revenues}
+    )
 
 
 def test_store_with_one_dominant_customer_is_flagged_and_a_balanced_store_is_not():
@@ -207,8 +209,9 @@ def test_winback_days_threshold_is_configurable():
 
 
 def test_winback_default_threshold_is_the_revenue_quantile():
-    df = pd.DataFrame({"customer_id": list("vwxyz"), "monetary": [100.0, 200.0, 300.0, 400.0, 500.0],
-                       "recency_days": [100] * 5})
+    df = pd.DataFrame(
+        {"customer_id": list("vwxyz"), "monetary": [100.0, 200.0, 300.0, 400.0, 500.0], "recency_days": [100] * 5}
+    )
     # 80th percentile, linear interpolation: position 0.8 x 4 = 3.2 -> 400 + 0.2 x 100 = 420
     wb, threshold = A.winback(df, min_days=90, revenue_quantile=0.8)
     assert threshold == pytest.approx(420) and wb["customer_id"].tolist() == ["z"]
@@ -243,10 +246,25 @@ def test_upgrades_and_downgrades_by_rank_with_new_and_lapsed_apart():
         columns=["from_segment", "to_segment"],
     )
     assert A.classify_moves(history, RANKS).tolist() == [
-        "stayed", "downgraded", "downgraded", "upgraded", "sideways", "new", "new", "lapsed", "unranked", "unranked",
+        "stayed",
+        "downgraded",
+        "downgraded",
+        "upgraded",
+        "sideways",
+        "new",
+        "new",
+        "lapsed",
+        "unranked",
+        "unranked",
     ]
     assert A.count_moves(history, RANKS) == {
-        "stayed": 1, "upgraded": 1, "downgraded": 2, "sideways": 1, "new": 2, "returning": 0, "lapsed": 1,
+        "stayed": 1,
+        "upgraded": 1,
+        "downgraded": 2,
+        "sideways": 1,
+        "new": 2,
+        "returning": 0,
+        "lapsed": 1,
         "unranked": 2,
     }
 
@@ -265,9 +283,7 @@ def test_catalogue_ranks_order_the_segments_by_value():
 
 
 def test_transition_counts_put_new_and_lapsed_last():
-    history = pd.DataFrame(
-        {"from_segment": ["new", "B", "A", "A"], "to_segment": ["A", "lapsed", "B", "A"]}
-    )
+    history = pd.DataFrame({"from_segment": ["new", "B", "A", "A"], "to_segment": ["A", "lapsed", "B", "A"]})
     counts = A.transition_counts(history, order=["A", "B"])
     assert counts.index.tolist() == ["A", "B", "new"] and counts.columns.tolist() == ["A", "B", "lapsed"]
     assert counts.loc["A", "B"] == 1 and counts.loc["new", "A"] == 1 and counts.loc["B", "lapsed"] == 1

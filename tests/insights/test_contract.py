@@ -33,7 +33,9 @@ def staged(full_run, tmp_path_factory):
     ).fetchall()[0][0]
     params = {
         "segment_names": segment_names(),
-        "assigned_customers": con.execute("SELECT count(*) FROM segment_assignments WHERE quarter = ?", [q]).fetchall()[0][0],
+        "assigned_customers": con.execute("SELECT count(*) FROM segment_assignments WHERE quarter = ?", [q]).fetchall()[
+            0
+        ][0],
         "assigned_revenue": revenue,
         "store_table": "__stage_store_concentration",
         "winback_table": "__stage_winback_list",
@@ -62,23 +64,28 @@ FAULTS = {
         "win-back list is ordered by revenue at risk (rank 1 = the most)",
     ),
     "winback rank gap": (
-        "winback_list", "UPDATE {bad} SET rank = rank + 1 WHERE rank = (SELECT max(rank) FROM {bad})",
+        "winback_list",
+        "UPDATE {bad} SET rank = rank + 1 WHERE rank = (SELECT max(rank) FROM {bad})",
         "win-back ranks are 1..n, each once",
     ),
     "recent customer on the win-back list": (
-        "winback_list", "UPDATE {bad} SET recency_days = 3 WHERE rank = 1",
+        "winback_list",
+        "UPDATE {bad} SET recency_days = 3 WHERE rank = 1",
         "every win-back customer is high-value and has not bought for the configured days",
     ),
     "store flag disagrees with the rule": (
-        "store_concentration", "UPDATE {bad} SET flagged = NOT flagged WHERE store = (SELECT min(store) FROM {bad})",
+        "store_concentration",
+        "UPDATE {bad} SET flagged = NOT flagged WHERE store = (SELECT min(store) FROM {bad})",
         "a store is flagged exactly when its top 10 customers pass the threshold and it has enough customers",
     ),
     "store share above 1": (
-        "store_concentration", "UPDATE {bad} SET top10pct_revenue_share = 1.5, largest_customer_share = 0.1",
+        "store_concentration",
+        "UPDATE {bad} SET top10pct_revenue_share = 1.5, largest_customer_share = 0.1",
         "store shares are within [0, 1]",
     ),
     "segment twice": (
-        "segment_profile", "INSERT INTO {bad} SELECT * FROM {bad} LIMIT 1",
+        "segment_profile",
+        "INSERT INTO {bad} SELECT * FROM {bad} LIMIT 1",
         "one row per segment",
     ),
 }

@@ -15,8 +15,15 @@ from seg_pipeline.insights import analysis
 from seg_pipeline.insights.report import REPORT_HTML, REPORT_MD
 from tests.conftest import read_table
 
-PLOTS = ["segment_shares", "lorenz", "store_segment_revenue", "recency_by_segment", "migration_flow",
-         "migration_matrix", "k_selection"]
+PLOTS = [
+    "segment_shares",
+    "lorenz",
+    "store_segment_revenue",
+    "recency_by_segment",
+    "migration_flow",
+    "migration_matrix",
+    "k_selection",
+]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -37,8 +44,14 @@ def _csv(path: Path) -> pd.DataFrame:
 def test_every_quarter_has_its_files_and_table_partitions(full_run):
     home, quarters = full_run
     for q in quarters:
-        for name in [REPORT_HTML, REPORT_MD, "cluster_profiles.csv", "cluster_summary.csv", "winback_list.csv",
-                     "store_concentration.csv"] + [f"plots/{p}.png" for p in PLOTS]:
+        for name in [
+            REPORT_HTML,
+            REPORT_MD,
+            "cluster_profiles.csv",
+            "cluster_summary.csv",
+            "winback_list.csv",
+            "store_concentration.csv",
+        ] + [f"plots/{p}.png" for p in PLOTS]:
             assert (folder(home, q) / name).is_file(), (q, name)
     for table in ["segment_profile", "store_concentration"]:
         got = read_table(home, f"SELECT DISTINCT quarter FROM {table} ORDER BY 1")["quarter"].tolist()
@@ -53,7 +66,9 @@ def test_cluster_profiles_has_one_row_per_assigned_customer_and_matches_cluster_
     for q in quarters:
         profiles = _csv(folder(home, q) / "cluster_profiles.csv")
         summary = pd.read_csv(folder(home, q) / "cluster_summary.csv")
-        assigned = read_table(home, "SELECT customer_id, segment, cluster FROM segment_assignments WHERE quarter = ?", [q])
+        assigned = read_table(
+            home, "SELECT customer_id, segment, cluster FROM segment_assignments WHERE quarter = ?", [q]
+        )
         # one row per assigned customer of the quarter, with its segment and cluster
         assert len(profiles) == len(assigned) and profiles["customer_id"].is_unique, q
         merged = profiles.merge(assigned, on="customer_id", suffixes=("", "_a"), validate="one_to_one")
@@ -61,7 +76,9 @@ def test_cluster_profiles_has_one_row_per_assigned_customer_and_matches_cluster_
         assert (merged["segment"] == merged["segment_a"]).all() and (merged["cluster"] == merged["cluster_a"]).all()
         # ready for a CRM: id first, an action for everyone, key features present
         assert profiles.columns[0] == "customer_id"
-        assert {"recency_days", "frequency", "monetary", "avg_order_value", "recommended_action"} <= set(profiles.columns)
+        assert {"recency_days", "frequency", "monetary", "avg_order_value", "recommended_action"} <= set(
+            profiles.columns
+        )
         assert profiles["recommended_action"].notna().all()
         # one row per segment, whose counts are the profile file's counts
         assert summary["segment"].is_unique, q
@@ -96,12 +113,15 @@ def test_headline_is_the_top_revenue_segment_computed_independently(latest):
     df = read_table(
         home,
         "SELECT a.segment, f.monetary FROM segment_assignments a JOIN customer_features f USING (quarter, customer_id) "
-        "WHERE quarter = ?", [q],
+        "WHERE quarter = ?",
+        [q],
     )
     by_seg = df.groupby("segment")["monetary"].agg(["size", "sum"])
     top = by_seg["sum"].idxmax()
-    expected = (f"{by_seg.loc[top, 'size'] / len(df):.1%} of customers generate "
-                f"{by_seg.loc[top, 'sum'] / df['monetary'].sum():.1%} of revenue")
+    expected = (
+        f"{by_seg.loc[top, 'size'] / len(df):.1%} of customers generate "
+        f"{by_seg.loc[top, 'sum'] / df['monetary'].sum():.1%} of revenue"
+    )
     text = htmllib.unescape((folder(home, q) / REPORT_HTML).read_text(encoding="utf-8"))
     assert expected in text and top in text
 
@@ -118,7 +138,9 @@ def test_markdown_report_points_at_the_plot_files(latest):
 
 def test_winback_list_follows_the_default_rule(latest):
     home, q = latest
-    features = read_table(home, "SELECT customer_id, recency_days, monetary FROM customer_features WHERE quarter = ?", [q])
+    features = read_table(
+        home, "SELECT customer_id, recency_days, monetary FROM customer_features WHERE quarter = ?", [q]
+    )
     threshold = features["monetary"].quantile(0.8)
     expected = features[(features["recency_days"] >= 90) & (features["monetary"] >= threshold)]
     expected = expected.sort_values(["monetary", "customer_id"], ascending=[False, True])["customer_id"].tolist()

@@ -14,20 +14,41 @@ from seg_pipeline.resources import build_resources
 
 UCI_COLUMNS = ["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"]
 BUSINESS_COLUMNS = [
-    "invoice", "stock_code", "quantity", "invoice_date", "price", "customer_id", "country", "line_revenue"
+    "invoice",
+    "stock_code",
+    "quantity",
+    "invoice_date",
+    "price",
+    "customer_id",
+    "country",
+    "line_revenue",
 ]
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 # the service/fee codes of the cleaning SQL, written out again on purpose (independent oracle)
 NON_PRODUCT_CODES = {
-    "POST", "DOT", "M", "D", "C2", "S", "B", "BANK CHARGES", "AMAZONFEE", "ADJUST", "ADJUST2", "PADS",
-    "CRUK", "CARRIAGE", "DISCOUNT",
+    "POST",
+    "DOT",
+    "M",
+    "D",
+    "C2",
+    "S",
+    "B",
+    "BANK CHARGES",
+    "AMAZONFEE",
+    "ADJUST",
+    "ADJUST2",
+    "PADS",
+    "CRUK",
+    "CARRIAGE",
+    "DISCOUNT",
 }
 EMPTY_CUSTOMER = {"", "nan", "na", "none", "null"}
 
 
-def materialize(home: Path, source, selection: list[str], instance, mapping=None, partition_key=None,
-                raise_on_error: bool = True):
+def materialize(
+    home: Path, source, selection: list[str], instance, mapping=None, partition_key=None, raise_on_error: bool = True
+):
     """Materialise `selection` of the real assets with the real resources, quietly."""
     return dg.materialize(
         ALL_ASSETS,
@@ -41,8 +62,7 @@ def materialize(home: Path, source, selection: list[str], instance, mapping=None
 
 
 def ingest_and_clean(home: Path, source, instance, mapping=None, raise_on_error: bool = True):
-    return materialize(home, source, UNPARTITIONED, instance, mapping=mapping,
-                       raise_on_error=raise_on_error)
+    return materialize(home, source, UNPARTITIONED, instance, mapping=mapping, raise_on_error=raise_on_error)
 
 
 def failure_message(result) -> str:
@@ -94,7 +114,8 @@ def expected_reasons(raw: pd.DataFrame) -> pd.Series:
     rule(inv.str.startswith("C"), "cancellation")
     rule(inv.str.startswith("A"), "adjustment")
     rule(
-        code.str.upper().isin(NON_PRODUCT_CODES) | code.str.upper().str.startswith("TEST")
+        code.str.upper().isin(NON_PRODUCT_CODES)
+        | code.str.upper().str.startswith("TEST")
         | code.str.lower().str.startswith("gift_"),
         "non_product_code",
     )
@@ -119,8 +140,15 @@ def business_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(BUSINESS_COLUMNS, kind="mergesort").reset_index(drop=True)
 
 
-CORE_PARTITIONED = ["customer_features", "scaled_matrix", "scaled_matrix_columns", "clustering_model",
-                    "segment_assignments", "segment_summary", "segment_migration_history"]
+CORE_PARTITIONED = [
+    "customer_features",
+    "scaled_matrix",
+    "scaled_matrix_columns",
+    "clustering_model",
+    "segment_assignments",
+    "segment_summary",
+    "segment_migration_history",
+]
 
 
 def run_core(home: Path, source, quarters: list[str], instance) -> list[str]:

@@ -134,37 +134,71 @@ RULE_ROWS = [
     ("good", GOOD, None),
     ("good2", ["540001", "22423", "REGENCY CAKESTAND 3 TIER", "2", D, "12.75", "12346.0", UK], None),
     ("good3", ["540002", "47566", "PARTY BUNTING", "4", D, "4.95", "12347.0", "France"], None),
-    ("cancellation", ["C540003", "85123A", "WHITE HANGING HEART T-LIGHT HOLDER", "-6", D, "2.55", "12346.0", UK],
-     "cancellation"),
+    (
+        "cancellation",
+        ["C540003", "85123A", "WHITE HANGING HEART T-LIGHT HOLDER", "-6", D, "2.55", "12346.0", UK],
+        "cancellation",
+    ),
     ("adjustment", ["A540004", "B", "Adjust bad debt", "1", D, "11062.06", "", UK], "adjustment"),
     ("post", ["540005", "POST", "POSTAGE", "3", D, "18.0", "12347.0", "France"], "non_product_code"),
-    ("gift", ["540006", "gift_0001_20", "Dotcomgiftshop Gift Voucher", "1", D, "17.02", "12348.0", UK],
-     "non_product_code"),
+    (
+        "gift",
+        ["540006", "gift_0001_20", "Dotcomgiftshop Gift Voucher", "1", D, "17.02", "12348.0", UK],
+        "non_product_code",
+    ),
     ("test", ["540007", "TEST001", "This is a test product.", "5", D, "4.5", "12348.0", UK], "non_product_code"),
     ("bank", ["540008", "BANK CHARGES", "Bank Charges", "1", D, "15.0", "12348.0", UK], "non_product_code"),
     ("zero_price", ["540009", "22197", "POPCORN HOLDER", "12", D, "0.0", "12349.0", UK], "non_positive_price"),
     ("negative_qty", ["540010", "22197", "damaged", "-12", D, "0.85", "12349.0", UK], "non_positive_quantity"),
-    ("no_customer_empty", ["540011", "21212", "PACK OF 72 RETROSPOT CAKE CASES", "24", D, "0.55", "", UK],
-     "missing_customer"),
-    ("no_customer_nan", ["540012", "21212", "PACK OF 72 RETROSPOT CAKE CASES", "24", D, "0.55", "nan", UK],
-     "missing_customer"),
-    ("no_customer_NA", ["540013", "21212", "PACK OF 72 RETROSPOT CAKE CASES", "24", D, "0.55", "NA", UK],
-     "missing_customer"),
-    ("bad_date", ["540014", "22423", "REGENCY CAKESTAND 3 TIER", "1", "not a date", "12.75", "12346.0", UK],
-     "unparseable_date"),
-    ("bad_quantity", ["540015", "22423", "REGENCY CAKESTAND 3 TIER", "six", D, "12.75", "12346.0", UK],
-     "unparseable_quantity"),
-    ("bad_price", ["540016", "22423", "REGENCY CAKESTAND 3 TIER", "1", D, "12,75", "12346.0", UK],
-     "unparseable_price"),
+    (
+        "no_customer_empty",
+        ["540011", "21212", "PACK OF 72 RETROSPOT CAKE CASES", "24", D, "0.55", "", UK],
+        "missing_customer",
+    ),
+    (
+        "no_customer_nan",
+        ["540012", "21212", "PACK OF 72 RETROSPOT CAKE CASES", "24", D, "0.55", "nan", UK],
+        "missing_customer",
+    ),
+    (
+        "no_customer_NA",
+        ["540013", "21212", "PACK OF 72 RETROSPOT CAKE CASES", "24", D, "0.55", "NA", UK],
+        "missing_customer",
+    ),
+    (
+        "bad_date",
+        ["540014", "22423", "REGENCY CAKESTAND 3 TIER", "1", "not a date", "12.75", "12346.0", UK],
+        "unparseable_date",
+    ),
+    (
+        "bad_quantity",
+        ["540015", "22423", "REGENCY CAKESTAND 3 TIER", "six", D, "12.75", "12346.0", UK],
+        "unparseable_quantity",
+    ),
+    ("bad_price", ["540016", "22423", "REGENCY CAKESTAND 3 TIER", "1", D, "12,75", "12346.0", UK], "unparseable_price"),
     # parse problems come before the business rules: a cancellation with a bad date
-    ("cancel_bad_date", ["C540017", "22423", "REGENCY CAKESTAND 3 TIER", "-1", "31/31/2011", "12.75", "12346.0", UK],
-     "unparseable_date"),
+    (
+        "cancel_bad_date",
+        ["C540017", "22423", "REGENCY CAKESTAND 3 TIER", "-1", "31/31/2011", "12.75", "12346.0", UK],
+        "unparseable_date",
+    ),
     ("duplicate", GOOD, "duplicate_line"),
 ]
 # A few unparseable values are rejected row by row; more than 1% of rows would stop the load (the raw
 # contract's "at least 99%" rules): ordinary lines around them keep the share of bad values below 1%.
-FILLER = [[str(541000 + i), "84879", "ASSORTED COLOUR BIRD ORNAMENT", str(8 + i % 5), D, "1.69", str(13000 + i % 40) + ".0",
-           UK] for i in range(300)]
+FILLER = [
+    [
+        str(541000 + i),
+        "84879",
+        "ASSORTED COLOUR BIRD ORNAMENT",
+        str(8 + i % 5),
+        D,
+        "1.69",
+        str(13000 + i % 40) + ".0",
+        UK,
+    ]
+    for i in range(300)
+]
 
 
 @pytest.fixture(scope="module")
@@ -195,8 +229,9 @@ def test_hand_made_rows_agree_with_the_independent_model():
 
 def test_kept_rows_are_typed_and_normalised(rules_run):
     kept = read_table(
-        rules_run, "SELECT invoice, stock_code, quantity, price, customer_id, line_revenue, invoice_date "
-        "FROM cleaned_sales ORDER BY _row_number LIMIT 3"
+        rules_run,
+        "SELECT invoice, stock_code, quantity, price, customer_id, line_revenue, invoice_date "
+        "FROM cleaned_sales ORDER BY _row_number LIMIT 3",
     )
     assert kept.customer_id.tolist() == ["12346", "12346", "12347"]
     assert kept.quantity.tolist() == [6.0, 2.0, 4.0]
@@ -206,10 +241,17 @@ def test_kept_rows_are_typed_and_normalised(rules_run):
 
 
 def test_rejected_rows_keep_their_text(rules_run):
-    got = read_table(rules_run, "SELECT quantity, invoice_date, price FROM rejected_sales WHERE rejection_reason "
-                     "LIKE 'unparseable%' ORDER BY _row_number")
-    assert got.values.tolist() == [["1", "not a date", "12.75"], ["six", D, "12.75"], ["1", D, "12,75"],
-                                   ["-1", "31/31/2011", "12.75"]]
+    got = read_table(
+        rules_run,
+        "SELECT quantity, invoice_date, price FROM rejected_sales WHERE rejection_reason "
+        "LIKE 'unparseable%' ORDER BY _row_number",
+    )
+    assert got.values.tolist() == [
+        ["1", "not a date", "12.75"],
+        ["six", D, "12.75"],
+        ["1", D, "12,75"],
+        ["-1", "31/31/2011", "12.75"],
+    ]
 
 
 def test_dates_out_of_range_are_rejected(tmp_path, dagster_instance):
@@ -227,8 +269,11 @@ def test_dates_out_of_range_are_rejected(tmp_path, dagster_instance):
 def test_many_unparseable_values_stop_the_load_and_name_them(tmp_path, dagster_instance):
     """More than 1% of rows not parsing means a wrong file, mapping or date format: the load stops at
     raw_transactions and the message names the file, the rule and an example value."""
-    rows = [GOOD, ["540020", "22423", "X", "six", D, "1.0", "12346.0", UK],
-            ["540021", "22423", "X", "1", "not a date", "1.0", "12346.0", UK]]
+    rows = [
+        GOOD,
+        ["540020", "22423", "X", "six", D, "1.0", "12346.0", UK],
+        ["540021", "22423", "X", "1", "not a date", "1.0", "12346.0", UK],
+    ]
     src = write_uci_csv(tmp_path / "bad_values.csv", rows)
     result = ingest_and_clean(tmp_path / "home", src, dagster_instance, raise_on_error=False)
     assert not result.success
@@ -250,7 +295,11 @@ def test_exact_duplicates_keep_the_first_and_rule_reasons_win(tmp_path, dagster_
     ingest_and_clean(tmp_path / "home", src, dagster_instance)
     got = read_table(tmp_path / "home", "SELECT _row_number, rejection_reason FROM rejected_sales ORDER BY 1")
     assert dict(zip(got._row_number, got.rejection_reason)) == {
-        2: "duplicate_line", 3: "duplicate_line", 5: "non_positive_price", 6: "non_positive_price"}
+        2: "duplicate_line",
+        3: "duplicate_line",
+        5: "non_positive_price",
+        6: "non_positive_price",
+    }
     kept = read_table(tmp_path / "home", "SELECT _row_number FROM cleaned_sales ORDER BY 1")._row_number.tolist()
     assert kept == [1, 4]
 

@@ -54,8 +54,17 @@ EXPECTED = pd.DataFrame(
         ("10003", 148, 1, 5.0, 5.0, 1, 0, 148, UK),
         ("10004", 232, 2, 26.0, 13.0, 2, 132, 365, FR),
     ],
-    columns=["customer_id", "recency_days", "frequency", "monetary", "avg_order_value", "distinct_products",
-             "purchase_span_days", "tenure_days", "main_country"],
+    columns=[
+        "customer_id",
+        "recency_days",
+        "frequency",
+        "monetary",
+        "avg_order_value",
+        "distinct_products",
+        "purchase_span_days",
+        "tenure_days",
+        "main_country",
+    ],
 )
 
 
@@ -167,8 +176,10 @@ def test_one_customer_monetary_from_cleaned_sales(full_run):
     quarter = quarters[-1]
     q = parse_quarter(quarter)
     top = read_table(
-        home, "SELECT customer_id, monetary, frequency FROM customer_features WHERE quarter = ? "
-        "ORDER BY frequency DESC, customer_id LIMIT 1", [quarter]
+        home,
+        "SELECT customer_id, monetary, frequency FROM customer_features WHERE quarter = ? "
+        "ORDER BY frequency DESC, customer_id LIMIT 1",
+        [quarter],
     ).iloc[0]
     recomputed = read_table(
         home,
@@ -180,7 +191,5 @@ def test_one_customer_monetary_from_cleaned_sales(full_run):
     assert recomputed.monetary == pytest.approx(top.monetary, rel=1e-12)
     assert recomputed.frequency == top.frequency
     # the same customer's lines after the as-of date exist in cleaned_sales but are not counted
-    later = read_table(
-        home, "SELECT count(*) AS n FROM cleaned_sales WHERE invoice_date >= ?", [q.end]
-    ).n.iloc[0]
+    later = read_table(home, "SELECT count(*) AS n FROM cleaned_sales WHERE invoice_date >= ?", [q.end]).n.iloc[0]
     assert later > 0

@@ -29,9 +29,13 @@ def split_files(tmp_path_factory, small_csv):
     text = read_source_text(small_csv)
     ts = pd.to_datetime(text.InvoiceDate)
     history, new = text[ts < SPLIT], text[ts >= SPLIT]
-    kept_line = history[(history["Customer ID"] != "") & ~history.Invoice.str.startswith("C")
-                        & (history.Quantity.astype(float) > 0) & (history.Price.astype(float) > 0)
-                        & history.StockCode.str.match(r"^\d{5}")].iloc[[0]]
+    kept_line = history[
+        (history["Customer ID"] != "")
+        & ~history.Invoice.str.startswith("C")
+        & (history.Quantity.astype(float) > 0)
+        & (history.Price.astype(float) > 0)
+        & history.StockCode.str.match(r"^\d{5}")
+    ].iloc[[0]]
     own_line = new.iloc[[len(new) // 2]]
     new = pd.concat([new, kept_line, own_line], ignore_index=True)
     history.to_csv(d / "history.csv", index=False)
@@ -65,8 +69,12 @@ def full_home(tmp_path_factory, split_files, dagster_instance):
 
 
 def _table(home, name: str) -> pd.DataFrame:
-    df = read_table(home, f"SELECT * EXCLUDE ({', '.join(LINEAGE_FREE)}) FROM {name}" if name == "rejected_sales"
-                    else f"SELECT * FROM {name}")
+    df = read_table(
+        home,
+        f"SELECT * EXCLUDE ({', '.join(LINEAGE_FREE)}) FROM {name}"
+        if name == "rejected_sales"
+        else f"SELECT * FROM {name}",
+    )
     return df.sort_values(["_source_file", "_row_number"]).reset_index(drop=True)
 
 
@@ -95,15 +103,20 @@ def test_incremental_cleaning_equals_cleaning_everything_at_once(incremental_hom
 def test_a_new_line_copying_a_published_one_is_a_duplicate_in_the_new_file(incremental_home, split_files):
     home, _, _ = incremental_home
     _, _, kept_line, history_rows, new_rows = split_files
-    dups = read_table(home, "SELECT _source_file, _row_number FROM rejected_sales WHERE rejection_reason = 'duplicate_line'")
+    dups = read_table(
+        home, "SELECT _source_file, _row_number FROM rejected_sales WHERE rejection_reason = 'duplicate_line'"
+    )
     # the copy of the history line is the new file's second-to-last row; its own copied line the last
     assert {("new.csv", new_rows - 1), ("new.csv", new_rows)} <= set(zip(dups._source_file, dups._row_number))
     original = read_table(
-        home, "SELECT count(*) AS n FROM cleaned_sales WHERE _source_file = 'history.csv' AND invoice = ? AND stock_code = ?",
+        home,
+        "SELECT count(*) AS n FROM cleaned_sales WHERE _source_file = 'history.csv' AND invoice = ? AND stock_code = ?",
         [kept_line.Invoice.iloc[0].strip().upper(), kept_line.StockCode.iloc[0].strip()],
     ).n.iloc[0]
     assert original >= 1  # the published first occurrence stays
-    counts = read_table(home, "SELECT (SELECT count(*) FROM cleaned_sales) + (SELECT count(*) FROM rejected_sales) AS n")
+    counts = read_table(
+        home, "SELECT (SELECT count(*) FROM cleaned_sales) + (SELECT count(*) FROM rejected_sales) AS n"
+    )
     assert counts.n.iloc[0] == history_rows + new_rows
 
 
@@ -129,7 +142,9 @@ def test_removing_a_file_recleans_what_remains(tmp_path, split_files, dagster_in
     result = ingest_and_clean(home, folder, dagster_instance)
     assert _step_metadata(result, "raw_transactions")["stale_files_removed"] == 1
     assert _step_metadata(result, "cleaned_sales")["cleaning_mode"] == "full"
-    files = read_table(home, "SELECT DISTINCT _source_file FROM cleaned_sales UNION SELECT DISTINCT _source_file FROM rejected_sales")
+    files = read_table(
+        home, "SELECT DISTINCT _source_file FROM cleaned_sales UNION SELECT DISTINCT _source_file FROM rejected_sales"
+    )
     assert set(files._source_file) == {"new.csv"}
     reason = read_table(home, "SELECT rejection_reason FROM rejected_sales WHERE _row_number = ?", [new_rows - 1])
     assert reason.empty  # kept now

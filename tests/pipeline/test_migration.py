@@ -62,7 +62,9 @@ def test_new_and_returning_follow_the_first_purchase_ever(full_run):
     )
     start = pd.to_datetime(h.quarter)
     assert (pd.to_datetime(h.first_purchase_ever[h.from_segment == NEW]) >= start[h.from_segment == NEW]).all()
-    assert (pd.to_datetime(h.first_purchase_ever[h.from_segment == RETURNING]) < start[h.from_segment == RETURNING]).all()
+    assert (
+        pd.to_datetime(h.first_purchase_ever[h.from_segment == RETURNING]) < start[h.from_segment == RETURNING]
+    ).all()
     assert (h.from_segment == RETURNING).any()  # two years of life cycles include customers who come back
 
 
@@ -75,7 +77,7 @@ def test_migration_rows_carry_both_model_versions(full_run):
     for r in h.itertuples():
         assert r.to_model_version == version[r.quarter]
         prev = parse_quarter(r.quarter).previous().key
-        assert (pd.isna(r.from_model_version) if r.quarter == quarters[0] else r.from_model_version == version[prev])
+        assert pd.isna(r.from_model_version) if r.quarter == quarters[0] else r.from_model_version == version[prev]
 
 
 def test_migration_sees_movement(full_run):
@@ -92,11 +94,13 @@ def test_migrate_on_hand_made_histories():
     """c1 lapses; c2 stays; c3 moves up; c4's first purchase ever is in this quarter (new); c5 bought in 2010
     and comes back after a gap longer than the window (returning, not new)."""
     previous = pd.DataFrame({"customer_id": ["c3", "c1", "c2"], "segment": ["At-Risk", "Dormant", "Growing Repeat"]})
-    current = pd.DataFrame({
-        "customer_id": ["c4", "c2", "c3", "c5"],
-        "segment": ["New Customers", "Growing Repeat", "High-Value Loyal", "One-Time Buyers"],
-        "first_purchase_ever": pd.to_datetime(["2011-07-03", "2010-02-01", "2010-05-05", "2010-03-09"]),
-    })
+    current = pd.DataFrame(
+        {
+            "customer_id": ["c4", "c2", "c3", "c5"],
+            "segment": ["New Customers", "Growing Repeat", "High-Value Loyal", "One-Time Buyers"],
+            "first_purchase_ever": pd.to_datetime(["2011-07-03", "2010-02-01", "2010-05-05", "2010-03-09"]),
+        }
+    )
     out = migrate(previous, current, "2011-07-01", "2011-04-01", "2011-07-01", "v_old", "v_new")
     expected = pd.DataFrame(
         {
@@ -119,8 +123,13 @@ def test_migrate_on_hand_made_histories():
 
 def test_migrate_with_an_empty_previous_quarter():
     previous = pd.DataFrame({"customer_id": pd.Series([], dtype=object), "segment": pd.Series([], dtype=object)})
-    current = pd.DataFrame({"customer_id": ["b", "a"], "segment": ["Dormant", "At-Risk"],
-                            "first_purchase_ever": pd.to_datetime(["2010-01-05", "2010-02-01"])})
+    current = pd.DataFrame(
+        {
+            "customer_id": ["b", "a"],
+            "segment": ["Dormant", "At-Risk"],
+            "first_purchase_ever": pd.to_datetime(["2010-01-05", "2010-02-01"]),
+        }
+    )
     out = migrate(previous, current, "2010-01-01", "2009-10-01", "2010-01-01", None, "v1")
     assert out.customer_id.tolist() == ["a", "b"]
     assert (out.from_segment == NEW).all()

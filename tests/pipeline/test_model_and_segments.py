@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seg_pipeline.ml.clustering import choose_k, cluster, elbow_k, KTrial
+from seg_pipeline.ml.clustering import KTrial, choose_k, cluster, elbow_k
 from seg_pipeline.ml.naming import cluster_figures, load_catalogue
 from seg_pipeline.ml.scaling import CANDIDATE_FEATURES, build_matrix, prune_correlated
 from tests.conftest import read_table
@@ -51,6 +51,7 @@ ASSIGNMENTS = "SELECT * FROM segment_assignments ORDER BY quarter, customer_id"
 MODEL_ROWS = "SELECT * EXCLUDE (artifact_path) FROM clustering_model ORDER BY quarter, k"
 
 
+@pytest.mark.slow  # second_run: another run of every quarter (~8 s)
 def test_same_input_gives_identical_results(full_run, second_run):
     home_a, quarters_a = full_run
     home_b, quarters_b = second_run
@@ -60,15 +61,23 @@ def test_same_input_gives_identical_results(full_run, second_run):
     pd.testing.assert_frame_equal(a, b, check_exact=True)  # quarter, customer, cluster index and segment name
     ma, mb = read_table(home_a, MODEL_ROWS), read_table(home_b, MODEL_ROWS)
     assert ma.artifact_sha256.notna().all()
-    pd.testing.assert_frame_equal(ma.drop(columns="artifact_sha256"), mb.drop(columns="artifact_sha256"),
-                                  check_exact=False, rtol=1e-9)
-    for table in ("segment_summary", "scaled_matrix", "scaled_matrix_columns", "customer_features",
-                  "segment_migration_history"):
+    pd.testing.assert_frame_equal(
+        ma.drop(columns="artifact_sha256"), mb.drop(columns="artifact_sha256"), check_exact=False, rtol=1e-9
+    )
+    for table in (
+        "segment_summary",
+        "scaled_matrix",
+        "scaled_matrix_columns",
+        "customer_features",
+        "segment_migration_history",
+    ):
         sql = f"SELECT * FROM {table} ORDER BY ALL"
-        pd.testing.assert_frame_equal(read_table(home_a, sql), read_table(home_b, sql), obj=table,
-                                      check_exact=False, rtol=1e-9)
+        pd.testing.assert_frame_equal(
+            read_table(home_a, sql), read_table(home_b, sql), obj=table, check_exact=False, rtol=1e-9
+        )
 
 
+@pytest.mark.slow  # second_run
 def test_same_input_gives_bit_identical_features_and_artifacts(full_run, second_run):
     """Money is summed exactly, so features, the model version and the artifact bytes are reproducible."""
     home_a, _ = full_run
@@ -81,8 +90,11 @@ def test_same_input_gives_bit_identical_features_and_artifacts(full_run, second_
 
 def test_artifacts_are_versioned_and_match_their_hash(full_run):
     home, quarters = full_run
-    rows = read_table(home, "SELECT quarter, artifact_path, artifact_sha256, k, model_version, decision, fitted_quarter "
-                            "FROM clustering_model WHERE chosen ORDER BY quarter")
+    rows = read_table(
+        home,
+        "SELECT quarter, artifact_path, artifact_sha256, k, model_version, decision, fitted_quarter "
+        "FROM clustering_model WHERE chosen ORDER BY quarter",
+    )
     assert rows.quarter.tolist() == quarters
     for r in rows.itertuples():
         assert not Path(r.artifact_path).is_absolute()  # relative to the home: the home can move
@@ -101,6 +113,7 @@ def test_artifacts_are_versioned_and_match_their_hash(full_run):
             assert cur.model_version != prev.model_version and cur.fitted_quarter == cur.quarter
 
 
+@pytest.mark.slow  # shuffled_run: another run of every quarter (~8 s)
 def test_segments_do_not_depend_on_row_order(full_run, shuffled_run):
     home_a, quarters_a = full_run
     home_b, quarters_b = shuffled_run

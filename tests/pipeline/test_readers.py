@@ -59,8 +59,16 @@ def _old_uci(data_dir, text: pd.DataFrame):
     return path, None
 
 
-MAPPED_HEADERS = {"Invoice": "order_ref", "StockCode": "sku_code", "Description": "item_name", "Quantity": "units",
-                  "InvoiceDate": "ordered_at", "Price": "unit_cost", "Customer ID": "client", "Country": "nation"}
+MAPPED_HEADERS = {
+    "Invoice": "order_ref",
+    "StockCode": "sku_code",
+    "Description": "item_name",
+    "Quantity": "units",
+    "InvoiceDate": "ordered_at",
+    "Price": "unit_cost",
+    "Customer ID": "client",
+    "Country": "nation",
+}
 
 
 def _mapped(data_dir, text: pd.DataFrame, date_format: str = "%d.%m.%Y %H:%M", name: str = "export"):
@@ -71,9 +79,13 @@ def _mapped(data_dir, text: pd.DataFrame, date_format: str = "%d.%m.%Y %H:%M", n
     path = data_dir / f"{name}.txt"
     df.to_csv(path, index=False, sep="|")
     mapping = data_dir / f"{name}_mapping.yaml"
-    cols = "\n".join(f"  {canon}: {MAPPED_HEADERS[uci]}" for canon, uci in zip(
-        ["invoice", "stock_code", "description", "quantity", "invoice_date", "price", "customer_id", "country"],
-        MAPPED_HEADERS))
+    cols = "\n".join(
+        f"  {canon}: {MAPPED_HEADERS[uci]}"
+        for canon, uci in zip(
+            ["invoice", "stock_code", "description", "quantity", "invoice_date", "price", "customer_id", "country"],
+            MAPPED_HEADERS,
+        )
+    )
     mapping.write_text(f"columns:\n{cols}\ndelimiter: '|'\ndate_format: '{date_format}'\n", encoding="utf-8")
     return path, mapping
 
@@ -81,6 +93,7 @@ def _mapped(data_dir, text: pd.DataFrame, date_format: str = "%d.%m.%Y %H:%M", n
 def _generated(suffix):
     def make(data_dir, text):
         return write_transactions(data_dir / f"uci{suffix}", n_customers=N_CUSTOMERS, seed=SEED), None
+
     return make
 
 
@@ -105,8 +118,14 @@ def layout_runs(data_dir, source_text, dagster_instance):
         before = sha256(path)
         home = data_dir / f"home_{name}"
         result = ingest_and_clean(home, path, dagster_instance, mapping=mapping, raise_on_error=False)
-        out[name] = {"path": path, "mapping": mapping, "home": home, "sha_before": before,
-                     "success": result.success, "error": failure_message(result)}
+        out[name] = {
+            "path": path,
+            "mapping": mapping,
+            "home": home,
+            "sha_before": before,
+            "success": result.success,
+            "error": failure_message(result),
+        }
     return out
 
 
@@ -184,8 +203,16 @@ def test_raw_transactions_keeps_source_text_and_lineage(baseline, csv_source, so
     assert set(raw._source_file) == {csv_source.name}
     assert set(raw._source_sha256) == {sha256(csv_source)}
     # every value exactly as in the file (an empty field is NULL)
-    pairs = {"invoice": "Invoice", "stock_code": "StockCode", "description": "Description", "quantity": "Quantity",
-             "invoice_date": "InvoiceDate", "price": "Price", "customer_id": "Customer ID", "country": "Country"}
+    pairs = {
+        "invoice": "Invoice",
+        "stock_code": "StockCode",
+        "description": "Description",
+        "quantity": "Quantity",
+        "invoice_date": "InvoiceDate",
+        "price": "Price",
+        "customer_id": "Customer ID",
+        "country": "Country",
+    }
     for canon, uci in pairs.items():
         assert raw[canon].fillna("").tolist() == source_text[uci].tolist(), canon
     assert raw.customer_id.dropna().str.endswith(".0").all()  # IDs kept as the float text of the export
@@ -232,8 +259,9 @@ def test_folder_of_files_gives_the_same_cleaned_sales(tmp_path, source_text, bas
     pd.testing.assert_frame_equal(business_frame(read_table(home, CLEANED)), baseline[1], check_exact=True)
 
 
-@pytest.mark.parametrize("missing, header", [("price", "Price"), ("customer_id", "Customer ID"),
-                                             ("invoice_date", "InvoiceDate")])
+@pytest.mark.parametrize(
+    "missing, header", [("price", "Price"), ("customer_id", "Customer ID"), ("invoice_date", "InvoiceDate")]
+)
 def test_missing_required_column_names_file_and_column(tmp_path, source_text, dagster_instance, missing, header):
     src = tmp_path / f"no_{missing}.csv"
     source_text.head(50).drop(columns=[header]).to_csv(src, index=False)

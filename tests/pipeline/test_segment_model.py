@@ -28,18 +28,25 @@ def consumers(n: int = 1600, seed: int = 0, first_id: int = 10000) -> pd.DataFra
     group = rng.choice(4, n, p=[0.25, 0.3, 0.25, 0.2])
     # loyal, one-time ordinary, one-time small, new
     freq = np.select([group == 0], [rng.integers(4, 15, n)], default=1)
-    recency = np.select([group == 0, group == 3], [rng.integers(1, 40, n), rng.integers(1, 30, n)],
-                        default=rng.integers(150, 330, n))
+    recency = np.select(
+        [group == 0, group == 3], [rng.integers(1, 40, n), rng.integers(1, 30, n)], default=rng.integers(150, 330, n)
+    )
     aov = np.select([group == 2], [rng.lognormal(3.0, 0.3, n)], default=rng.lognormal(5.5, 0.3, n))
     tenure = np.select([group == 3], [recency + rng.integers(0, 20, n)], default=recency + rng.integers(200, 500, n))
     span = np.where(freq > 1, np.minimum(tenure - recency, 300), 0)
-    return pd.DataFrame({
-        "quarter": "2011-07-01",
-        "customer_id": [str(first_id + i) for i in range(n)],
-        "recency_days": recency, "frequency": freq, "monetary": freq * aov, "avg_order_value": aov,
-        "distinct_products": np.maximum(1, (freq * rng.integers(3, 12, n))), "purchase_span_days": span,
-        "tenure_days": tenure,
-    })
+    return pd.DataFrame(
+        {
+            "quarter": "2011-07-01",
+            "customer_id": [str(first_id + i) for i in range(n)],
+            "recency_days": recency,
+            "frequency": freq,
+            "monetary": freq * aov,
+            "avg_order_value": aov,
+            "distinct_products": np.maximum(1, (freq * rng.integers(3, 12, n))),
+            "purchase_span_days": span,
+            "tenure_days": tenure,
+        }
+    )
 
 
 def trade_buyers(n: int = 300, seed: int = 1) -> pd.DataFrame:
@@ -49,12 +56,19 @@ def trade_buyers(n: int = 300, seed: int = 1) -> pd.DataFrame:
     aov = rng.lognormal(9.2, 0.3, n)
     recency = rng.integers(5, 60, n)
     tenure = recency + rng.integers(100, 400, n)
-    return pd.DataFrame({
-        "quarter": "2011-07-01", "customer_id": [str(90000 + i) for i in range(n)],
-        "recency_days": recency, "frequency": freq, "monetary": freq * aov, "avg_order_value": aov,
-        "distinct_products": rng.integers(5, 40, n), "purchase_span_days": np.minimum(tenure - recency, 200),
-        "tenure_days": tenure,
-    })
+    return pd.DataFrame(
+        {
+            "quarter": "2011-07-01",
+            "customer_id": [str(90000 + i) for i in range(n)],
+            "recency_days": recency,
+            "frequency": freq,
+            "monetary": freq * aov,
+            "avg_order_value": aov,
+            "distinct_products": rng.integers(5, 40, n),
+            "purchase_span_days": np.minimum(tenure - recency, 200),
+            "tenure_days": tenure,
+        }
+    )
 
 
 def fit(features: pd.DataFrame, quarter: str = "2011-04-01") -> sm.SegmentModel:
@@ -71,8 +85,9 @@ def do_refit(model, features, **kw):
     features = features.sort_values("customer_id").reset_index(drop=True)
     labels = model.predict_cluster(features)
     args = {**FIT, **kw}
-    return sm.refit(model, features, build_matrix(features), "2011-07-01", match_max_distance=1.0,
-                    old_labels=labels, **args), features
+    return sm.refit(
+        model, features, build_matrix(features), "2011-07-01", match_max_distance=1.0, old_labels=labels, **args
+    ), features
 
 
 # ------------------------------------------------------------------------------------------ names
@@ -100,23 +115,45 @@ def test_names_are_given_only_when_their_conditions_hold():
     assert names[1] in {"One-Time Buyers", "Dormant"}
     assert descriptive == {}
     # a cluster no name fits: recent, repeat, tiny spend, old account (breaks every condition set)
-    odd = pd.DataFrame({"recency_days": [100], "frequency": [2], "monetary": [30], "tenure_days": [900],
-                        "monetary_ratio": [0.05], "avg_order_value_ratio": [0.05]}, index=[7])
+    odd = pd.DataFrame(
+        {
+            "recency_days": [100],
+            "frequency": [2],
+            "monetary": [30],
+            "tenure_days": [900],
+            "monetary_ratio": [0.05],
+            "avg_order_value_ratio": [0.05],
+        },
+        index=[7],
+    )
     names, descriptive = name_clusters(odd)
     assert names == {7: "Cooling repeat low-spend"}
     seg = descriptive["Cooling repeat low-spend"]
-    assert seg.conditions == {"recency_days": {"min": 90, "max": 180}, "frequency": {"min": 1, "max": 3},
-                              "monetary_ratio": {"max": 0.5}}
+    assert seg.conditions == {
+        "recency_days": {"min": 90, "max": 180},
+        "frequency": {"min": 1, "max": 3},
+        "monetary_ratio": {"max": 0.5},
+    }
     assert seg.broken_conditions(odd.loc[7]) == []
 
 
 def test_names_are_distinct_even_when_several_clusters_qualify():
     """Two clusters both meet High-Value Loyal's conditions: the better profile fit gets it, the other the next
     name it qualifies for (or a descriptive one) - never the same name twice."""
-    two = pd.DataFrame({"recency_days": [10, 40], "frequency": [12, 4], "monetary": [20000, 4000],
-                        "tenure_days": [700, 600], "monetary_ratio": [20.0, 4.0], "avg_order_value_ratio": [1.5, 1.0],
-                        "z_frequency": [2.0, 0.9], "z_monetary": [2.0, 0.8], "z_recency_days": [-1.2, -0.5]},
-                       index=[0, 1])
+    two = pd.DataFrame(
+        {
+            "recency_days": [10, 40],
+            "frequency": [12, 4],
+            "monetary": [20000, 4000],
+            "tenure_days": [700, 600],
+            "monetary_ratio": [20.0, 4.0],
+            "avg_order_value_ratio": [1.5, 1.0],
+            "z_frequency": [2.0, 0.9],
+            "z_monetary": [2.0, 0.8],
+            "z_recency_days": [-1.2, -0.5],
+        },
+        index=[0, 1],
+    )
     names, _ = name_clusters(two)
     assert names[0] == "High-Value Loyal"
     assert names[1] != "High-Value Loyal"
@@ -139,8 +176,10 @@ def test_keep_tolerance_is_hysteresis():
     seg = load_catalogue().by_name()["Dormant"]  # recency_days >= 150
     fig = pd.Series({"recency_days": 130.0})
     assert seg.broken_conditions(fig) and not seg.broken_conditions(fig, tolerance=0.25)
-    assert descriptive_segment(pd.Series({"recency_days": 20.0, "frequency": 5.0, "monetary_ratio": 3.0})).name == \
-        "Active frequent high-spend"
+    assert (
+        descriptive_segment(pd.Series({"recency_days": 20.0, "frequency": 5.0, "monetary_ratio": 3.0})).name
+        == "Active frequent high-spend"
+    )
 
 
 # ------------------------------------------------------------------------------------------ life cycle
@@ -242,24 +281,34 @@ def copied_home(full_run, tmp_path):
     return copy, quarters
 
 
+@pytest.mark.slow  # reruns the pipeline on a copy of the full run's home
 def test_rerun_with_another_k_range_keeps_every_name(copied_home, small_csv, dagster_instance):
     """A kept model keeps its k and names when the k range in the config changes: rerunning the latest quarter
     with business range 5..6 changes no customer's segment."""
     from seg_pipeline.cli import run_pipeline
 
     home, quarters = copied_home
-    before = read_table(home, "SELECT customer_id, segment FROM segment_assignments WHERE quarter = ? ORDER BY 1",
-                        [quarters[-1]])
+    before = read_table(
+        home, "SELECT customer_id, segment FROM segment_assignments WHERE quarter = ? ORDER BY 1", [quarters[-1]]
+    )
     decision = read_table(home, "SELECT decision FROM clustering_model WHERE quarter = ? AND chosen", [quarters[-1]])
     if decision.decision.iloc[0] != "reused":
         pytest.skip("the latest quarter of the small data refitted")
-    run_pipeline(home, str(small_csv), quarters=quarters[-1], quiet=True, instance=dagster_instance,
-                 model_config={"business_k_min": 5, "business_k_max": 6, "k_min": 5})
-    after = read_table(home, "SELECT customer_id, segment FROM segment_assignments WHERE quarter = ? ORDER BY 1",
-                       [quarters[-1]])
+    run_pipeline(
+        home,
+        str(small_csv),
+        quarters=quarters[-1],
+        quiet=True,
+        instance=dagster_instance,
+        model_config={"business_k_min": 5, "business_k_max": 6, "k_min": 5},
+    )
+    after = read_table(
+        home, "SELECT customer_id, segment FROM segment_assignments WHERE quarter = ? ORDER BY 1", [quarters[-1]]
+    )
     pd.testing.assert_frame_equal(before, after)
 
 
+@pytest.mark.slow  # reruns the pipeline on a copy of the full run's home
 def test_forced_refit_is_recorded_and_carries_names(copied_home, small_csv, dagster_instance):
     from seg_pipeline.cli import run_pipeline
 
@@ -270,17 +319,22 @@ def test_forced_refit_is_recorded_and_carries_names(copied_home, small_csv, dags
     row = read_table(home, "SELECT * FROM clustering_model WHERE quarter = ? AND chosen", [q]).iloc[0]
     assert row.decision == "refit" and "forced in the run config" in row.decision_reason
     assert row.fitted_quarter == q and row.parent_version
-    after = read_table(home, "SELECT customer_id, segment, model_version FROM segment_assignments WHERE quarter = ? "
-                             "ORDER BY 1", [q])
+    after = read_table(
+        home, "SELECT customer_id, segment, model_version FROM segment_assignments WHERE quarter = ? ORDER BY 1", [q]
+    )
     assert (after.model_version == row.model_version).all()
     kept = (before.segment.to_numpy() == after.segment.to_numpy()).mean()
     assert kept == pytest.approx(1 - row.refit_name_change_share, abs=1e-9)
     assert kept >= 0.6
-    h = read_table(home, "SELECT DISTINCT from_model_version, to_model_version FROM segment_migration_history "
-                         "WHERE quarter = ?", [q])
+    h = read_table(
+        home,
+        "SELECT DISTINCT from_model_version, to_model_version FROM segment_migration_history WHERE quarter = ?",
+        [q],
+    )
     assert len(h) == 1 and h.to_model_version.iloc[0] == row.model_version != h.from_model_version.iloc[0]
 
 
+@pytest.mark.slow  # two reruns of the pipeline on a copy of the full run's home
 def test_a_corrupt_model_file_names_the_file(copied_home, small_csv, dagster_instance):
     home, quarters = copied_home
     q, prev = quarters[-1], quarters[-2]
@@ -296,8 +350,14 @@ def test_a_corrupt_model_file_names_the_file(copied_home, small_csv, dagster_ins
     path.unlink()
     from seg_pipeline.cli import run_pipeline
 
-    run_pipeline(home, str(small_csv), quarters=q, quiet=True, instance=dagster_instance,
-                 model_config={"refit_if_model_unreadable": True})
+    run_pipeline(
+        home,
+        str(small_csv),
+        quarters=q,
+        quiet=True,
+        instance=dagster_instance,
+        model_config={"refit_if_model_unreadable": True},
+    )
     row = read_table(home, "SELECT decision, decision_reason FROM clustering_model WHERE quarter = ? AND chosen", [q])
     assert row.decision.iloc[0] == "initial_fit"
     assert "is missing" in row.decision_reason.iloc[0] and "refit_if_model_unreadable" in row.decision_reason.iloc[0]

@@ -99,9 +99,12 @@ def connect(home: Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
 def tables(home: Path) -> list[str]:
     con = connect(home)
     try:
-        return [r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
-        ).fetchall()]
+        return [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
+            ).fetchall()
+        ]
     finally:
         con.close()
 
@@ -153,7 +156,8 @@ def contract_rule(asset: str, column: str, severity: str, query_has: str | None 
     from seg_pipeline.quality.contracts import load_contract
 
     found = [
-        r.rule for r in load_contract(asset).rules
+        r.rule
+        for r in load_contract(asset).rules
         if r.subject == column and r.severity == severity and (query_has is None or query_has in (r.query or ""))
     ]
     assert len(found) == 1, (asset, column, severity, query_has, found)

@@ -16,9 +16,9 @@ end as "bad input -> message the user sees".
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import click
 import pandas as pd
@@ -220,52 +220,85 @@ def _many(rows_in_file: int) -> int:
 
 FAILS = {
     "missing required column (Price dropped)": Case(
-        missing_column, "raw_transactions",
-        ["source ", "{file}", "required column(s) missing: ['price']",
-         "Expected one of {'price': ['Price', 'UnitPrice', 'Unit Price']}", "--mapping"],
+        missing_column,
+        "raw_transactions",
+        [
+            "source ",
+            "{file}",
+            "required column(s) missing: ['price']",
+            "Expected one of {'price': ['Price', 'UnitPrice', 'Unit Price']}",
+            "--mapping",
+        ],
     ),
     "misspelled header ('Custmer ID')": Case(
-        misspelled_header, "raw_transactions",
+        misspelled_header,
+        "raw_transactions",
         ["{file}", "required column(s) missing: ['customer_id']", "'Custmer ID'"],
     ),
     "`;`-separated European export with decimal commas": Case(
-        semicolon_decimal_comma, "raw_transactions",
+        semicolon_decimal_comma,
+        "raw_transactions",
         ["from {file}", _raw("price_value", "error"), "FAILED: {rows:,} row(s) break it (100.00%)"],
     ),
     "`;`-separated file, mapping says delimiter ','": Case(
-        semicolon_read_with_comma_mapping, "raw_transactions",
+        semicolon_read_with_comma_mapping,
+        "raw_transactions",
         # what the user can see today: the whole header read as one column (the xfail below wants more)
         ["{file}", "'Invoice;StockCode;Description;Quantity;InvoiceDate;Price;Customer ID;Country'"],
     ),
     "non-numeric quantity in 2% of rows": Case(
-        many_non_numeric_quantities, "raw_transactions",
-        ["from {file}", _raw("quantity_value", "error"), "FAILED: {many:,} row(s) break it",
-         "[WARN] ", "quantity='twelve'"],
+        many_non_numeric_quantities,
+        "raw_transactions",
+        [
+            "from {file}",
+            _raw("quantity_value", "error"),
+            "FAILED: {many:,} row(s) break it",
+            "[WARN] ",
+            "quantity='twelve'",
+        ],
     ),
     "unparseable dates in 2% of rows": Case(
-        many_unparseable_dates, "raw_transactions",
+        many_unparseable_dates,
+        "raw_transactions",
         ["from {file}", _raw("invoice_ts", "error"), "FAILED: {many:,} row(s) break it", "invoice_date='yesterday'"],
     ),
     "future dates (2099) in 2% of rows": Case(
-        many_future_dates, "raw_transactions",
+        many_future_dates,
+        "raw_transactions",
         ["from {file}", _raw("invoice_date", "error", "_loaded_at"), "{many}", "2099-"],
     ),
     "empty file (0 bytes)": Case(empty_file, "raw_transactions", ["{file}"]),
-    "header only": Case(header_only, "raw_transactions", ["{file}", "holds no data rows (an empty file, or a header only)"]),
-    "customer id column entirely empty": Case(
-        null_customers, "raw_transactions",
-        ["from {file}", lambda: f"[ERROR] {contract_rule('raw_transactions', 'customer_id', 'error')} (column customer_id): "
-         "FAILED: {rows:,} row(s) break it (100.00%)"],
+    "header only": Case(
+        header_only, "raw_transactions", ["{file}", "holds no data rows (an empty file, or a header only)"]
     ),
-    "truncated parquet (cut in half)": Case(truncated_parquet, "raw_transactions", ["source ", "{file}", "could not be read"]),
+    "customer id column entirely empty": Case(
+        null_customers,
+        "raw_transactions",
+        [
+            "from {file}",
+            lambda: (
+                f"[ERROR] {contract_rule('raw_transactions', 'customer_id', 'error')} (column customer_id): "
+                "FAILED: {rows:,} row(s) break it (100.00%)"
+            ),
+        ],
+    ),
+    "truncated parquet (cut in half)": Case(
+        truncated_parquet, "raw_transactions", ["source ", "{file}", "could not be read"]
+    ),
     "latin-1 CSV ('£' in descriptions)": Case(
-        latin1_csv, "raw_transactions",
+        latin1_csv,
+        "raw_transactions",
         ["{file}", "could not be read", "not valid UTF-8", "encoding:", "latin-1"],
     ),
     "negative prices everywhere": Case(
-        negative_prices, "cleaned_sales",
-        [lambda: f"[ERROR] {contract_rule_by_type('cleaned_sales', 'expect_table_row_count_to_be_between')}: FAILED: observed 0",
-         "nothing downstream runs; the published table is unchanged"],
+        negative_prices,
+        "cleaned_sales",
+        [
+            lambda: (
+                f"[ERROR] {contract_rule_by_type('cleaned_sales', 'expect_table_row_count_to_be_between')}: FAILED: observed 0"
+            ),
+            "nothing downstream runs; the published table is unchanged",
+        ],
     ),
 }
 
@@ -301,8 +334,9 @@ def _run_bad(case_name, case: Case, good_frame, home, tmp_path, instance):
 
 
 @pytest.mark.parametrize("case_name", list(FAILS))
-def test_bad_input_stops_the_run_and_keeps_the_last_good_outputs(case_name, good_frame, home_copy, tmp_path, baseline,
-                                                                  quality_instance):
+def test_bad_input_stops_the_run_and_keeps_the_last_good_outputs(
+    case_name, good_frame, home_copy, tmp_path, baseline, quality_instance
+):
     case = FAILS[case_name]
     path, msg = _run_bad(case_name, case, good_frame, home_copy, tmp_path, quality_instance)
 
@@ -311,8 +345,12 @@ def test_bad_input_stops_the_run_and_keeps_the_last_good_outputs(case_name, good
     rows = len(good_frame)
     for fragment in case.says:
         fragment = fragment() if callable(fragment) else fragment
-        fragment = (fragment.replace("{file}", path.name).replace("{rows:,}", f"{rows:,}")
-                    .replace("{many:,}", f"{_many(rows):,}").replace("{many}", str(_many(rows))))
+        fragment = (
+            fragment.replace("{file}", path.name)
+            .replace("{rows:,}", f"{rows:,}")
+            .replace("{many:,}", f"{_many(rows):,}")
+            .replace("{many}", str(_many(rows)))
+        )
         assert fragment in msg, (fragment, msg)
     if case.asset == "raw_transactions":
         assert str(path) in msg or f"from {path.name}" in msg  # the file, by path or by name
@@ -331,14 +369,21 @@ def test_bad_input_stops_the_run_and_keeps_the_last_good_outputs(case_name, good
 
 def test_negative_prices_rejected_rows_carry_their_reason(good_frame, home_copy, tmp_path, quality_instance):
     """After the cleaned_sales contract stopped the run, the staged rejected rows say why each line went."""
-    _run_bad("negative prices everywhere (reasons)", FAILS["negative prices everywhere"], good_frame, home_copy,
-             tmp_path, quality_instance)
+    _run_bad(
+        "negative prices everywhere (reasons)",
+        FAILS["negative prices everywhere"],
+        good_frame,
+        home_copy,
+        tmp_path,
+        quality_instance,
+    )
     MESSAGES.pop("negative prices everywhere (reasons)")
     con = connect(home_copy)
     try:
         assert con.execute("SELECT count(*) FROM __stage_cleaned_sales").fetchall()[0][0] == 0
-        reasons = dict(con.execute(
-            "SELECT rejection_reason, count(*) FROM __stage_rejected_sales GROUP BY 1").fetchall())
+        reasons = dict(
+            con.execute("SELECT rejection_reason, count(*) FROM __stage_rejected_sales GROUP BY 1").fetchall()
+        )
     finally:
         con.close()
     assert sum(reasons.values()) == len(good_frame)  # every raw row rejected, none lost
@@ -346,8 +391,14 @@ def test_negative_prices_rejected_rows_carry_their_reason(good_frame, home_copy,
 
 
 def test_empty_file_message_says_the_file_is_empty(good_frame, home_copy, tmp_path, quality_instance):
-    _, msg = _run_bad("empty file (0 bytes) [message]", FAILS["empty file (0 bytes)"], good_frame, home_copy, tmp_path,
-                      quality_instance)
+    _, msg = _run_bad(
+        "empty file (0 bytes) [message]",
+        FAILS["empty file (0 bytes)"],
+        good_frame,
+        home_copy,
+        tmp_path,
+        quality_instance,
+    )
     MESSAGES.pop("empty file (0 bytes) [message]")
     assert "empty" in msg and "column0" not in msg
 
@@ -398,24 +449,40 @@ def _kept_rows(home) -> set[int]:
 def _reasons(home, rows: list[int]) -> dict[int, str]:
     con = connect(home)
     try:
-        return dict(con.execute(
-            "SELECT _row_number, rejection_reason FROM rejected_sales WHERE list_contains($rows, _row_number)",
-            {"rows": rows}).fetchall())
+        return dict(
+            con.execute(
+                "SELECT _row_number, rejection_reason FROM rejected_sales WHERE list_contains($rows, _row_number)",
+                {"rows": rows},
+            ).fetchall()
+        )
     finally:
         con.close()
 
 
 FEW = {  # case -> (maker, the rows it breaks (frame positions), reason, column, rule selector)
     "non-numeric quantity in 5 rows": (few_non_numeric_quantities, FEW_QTY, "unparseable_quantity", "quantity", None),
-    "unparseable dates in 4 rows": (few_unparseable_dates, FEW_DATES, "unparseable_date", "invoice_date", "invoice_ts IS NULL"),
-    "future dates (2099) in 3 rows": (few_future_dates, dict.fromkeys(FEW_FUTURE), "date_out_of_range", "invoice_date",
-                                      "_loaded_at"),
+    "unparseable dates in 4 rows": (
+        few_unparseable_dates,
+        FEW_DATES,
+        "unparseable_date",
+        "invoice_date",
+        "invoice_ts IS NULL",
+    ),
+    "future dates (2099) in 3 rows": (
+        few_future_dates,
+        dict.fromkeys(FEW_FUTURE),
+        "date_out_of_range",
+        "invoice_date",
+        "_loaded_at",
+    ),
 }
 
 
+@pytest.mark.slow  # each case is a complete (successful) run of the latest quarter
 @pytest.mark.parametrize("case_name", list(FEW))
-def test_a_few_bad_rows_warn_and_are_rejected_with_their_reason(case_name, good_frame, baseline_home, home_copy,
-                                                                 tmp_path, baseline, quality_instance):
+def test_a_few_bad_rows_warn_and_are_rejected_with_their_reason(
+    case_name, good_frame, baseline_home, home_copy, tmp_path, baseline, quality_instance
+):
     make, broken, reason, column, query_has = FEW[case_name]
     data_rows = sorted(i + 1 for i in broken)  # frame position i is data row i + 1
     was_kept = len(set(data_rows) & _kept_rows(baseline_home))
@@ -426,8 +493,10 @@ def test_a_few_bad_rows_warn_and_are_rejected_with_their_reason(case_name, good_
     assert not check.passed and check.severity.value == "WARN"
     rule = contract_rule("raw_transactions", column, "warn", query_has)
     n = len(data_rows)
-    assert f"[WARN] {rule} (column {column}): FAILED: {n} row(s) break it ({100 * n / len(good_frame):.2f}%)" \
+    assert (
+        f"[WARN] {rule} (column {column}): FAILED: {n} row(s) break it ({100 * n / len(good_frame):.2f}%)"
         in check.description
+    )
     assert f"data row {data_rows[0]}: {column}=" in check.description
     assert f"from {path.name}" in check.description
     # cleaning rejected exactly those rows, with the reason
@@ -439,20 +508,34 @@ def test_a_few_bad_rows_warn_and_are_rejected_with_their_reason(case_name, good_
     assert after["rejected_sales"] == before["rejected_sales"] + was_kept
 
 
-def test_duplicated_rows_are_rejected_as_duplicate_line_and_the_run_succeeds(good_frame, baseline_home, home_copy,
-                                                                               tmp_path, baseline, quality_instance):
+@pytest.mark.slow  # a complete (successful) run of the latest quarter
+def test_duplicated_rows_are_rejected_as_duplicate_line_and_the_run_succeeds(
+    good_frame, baseline_home, home_copy, tmp_path, baseline, quality_instance
+):
     con = connect(baseline_home)
     try:  # lines the good run kept (data row n is frame position n - 1)
-        kept = [r[0] - 1 for r in con.execute(
-            "SELECT _row_number FROM cleaned_sales ORDER BY _row_number LIMIT ?", [N_DUPLICATED]).fetchall()]
+        kept = [
+            r[0] - 1
+            for r in con.execute(
+                "SELECT _row_number FROM cleaned_sales ORDER BY _row_number LIMIT ?", [N_DUPLICATED]
+            ).fetchall()
+        ]
         dup_before = con.execute(
-            "SELECT count(*) FROM rejected_sales WHERE rejection_reason = 'duplicate_line'").fetchall()[0][0]
+            "SELECT count(*) FROM rejected_sales WHERE rejection_reason = 'duplicate_line'"
+        ).fetchall()[0][0]
     finally:
         con.close()
     features_before = _quarter_features(home_copy)
 
-    _run_ok("duplicated rows (25 lines repeated)", duplicated_rows, good_frame, home_copy, tmp_path, quality_instance,
-            kept_rows=kept)
+    _run_ok(
+        "duplicated rows (25 lines repeated)",
+        duplicated_rows,
+        good_frame,
+        home_copy,
+        tmp_path,
+        quality_instance,
+        kept_rows=kept,
+    )
 
     after = counts(snapshot(home_copy, CORE_TABLES))
     before = counts({t: baseline[t] for t in CORE_TABLES})
@@ -462,11 +545,13 @@ def test_duplicated_rows_are_rejected_as_duplicate_line_and_the_run_succeeds(goo
     con = connect(home_copy)
     try:
         dup_after = con.execute(
-            "SELECT count(*) FROM rejected_sales WHERE rejection_reason = 'duplicate_line'").fetchall()[0][0]
+            "SELECT count(*) FROM rejected_sales WHERE rejection_reason = 'duplicate_line'"
+        ).fetchall()[0][0]
         # the rejected copies are the appended lines (data rows after the original ones)
         appended = con.execute(
             "SELECT count(*) FROM rejected_sales WHERE rejection_reason = 'duplicate_line' AND _row_number > ?",
-            [len(good_frame)]).fetchall()[0][0]
+            [len(good_frame)],
+        ).fetchall()[0][0]
     finally:
         con.close()
     assert dup_after == dup_before + N_DUPLICATED
@@ -483,24 +568,40 @@ def _quarter_features(home):
         con.close()
 
 
-def test_semicolon_separated_file_is_sniffed_and_loads_like_the_comma_file(good_frame, home_copy, tmp_path, baseline,
-                                                                              quality_instance):
-    _, check = _run_ok("`;`-separated file (dot decimals)", semicolon_plain, good_frame, home_copy, tmp_path,
-                       quality_instance)
+@pytest.mark.slow  # a complete (successful) run of the latest quarter
+def test_semicolon_separated_file_is_sniffed_and_loads_like_the_comma_file(
+    good_frame, home_copy, tmp_path, baseline, quality_instance
+):
+    _, check = _run_ok(
+        "`;`-separated file (dot decimals)", semicolon_plain, good_frame, home_copy, tmp_path, quality_instance
+    )
     assert check.passed
     assert counts(snapshot(home_copy, CORE_TABLES)) == counts({t: baseline[t] for t in CORE_TABLES})
 
 
-def test_latin1_file_loads_correctly_with_an_encoding_mapping(good_frame, home_copy, tmp_path, baseline, quality_instance):
-    _, check = _run_ok("latin-1 CSV with mapping `encoding: latin-1`", latin1_csv_with_mapping, good_frame, home_copy,
-                       tmp_path, quality_instance)
+@pytest.mark.slow  # a complete (successful) run of the latest quarter
+def test_latin1_file_loads_correctly_with_an_encoding_mapping(
+    good_frame, home_copy, tmp_path, baseline, quality_instance
+):
+    _, check = _run_ok(
+        "latin-1 CSV with mapping `encoding: latin-1`",
+        latin1_csv_with_mapping,
+        good_frame,
+        home_copy,
+        tmp_path,
+        quality_instance,
+    )
     assert check.passed
     expected = _latin1_frame(good_frame).loc[POUND_ROWS, "Description"].tolist()
     con = connect(home_copy)
     try:
-        got = [r[0] for r in con.execute(
-            "SELECT description FROM raw_transactions WHERE list_contains($rows, _row_number) ORDER BY _row_number",
-            {"rows": [i + 1 for i in POUND_ROWS]}).fetchall()]
+        got = [
+            r[0]
+            for r in con.execute(
+                "SELECT description FROM raw_transactions WHERE list_contains($rows, _row_number) ORDER BY _row_number",
+                {"rows": [i + 1 for i in POUND_ROWS]},
+            ).fetchall()
+        ]
         pounds = con.execute("SELECT count(*) FROM raw_transactions WHERE description LIKE '%£5 OFF'").fetchall()[0][0]
     finally:
         con.close()

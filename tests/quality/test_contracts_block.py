@@ -22,7 +22,6 @@ from seg_pipeline.assets.features import feature_params
 from seg_pipeline.assets.model import ModelConfig
 from seg_pipeline.quality import contracts, gate
 from seg_pipeline.quality.gate import run_contract
-
 from tests.conftest import run
 from tests.quality.conftest import ASSETS, LATEST, connect, snapshot, tables
 
@@ -67,15 +66,22 @@ def warehouse(full_run, tmp_path_factory):
         return con.execute(sql, list(p)).fetchall()[0][0]
 
     def names(q):
-        return [r[0] for r in con.execute("SELECT DISTINCT segment FROM segment_assignments WHERE quarter = ? ORDER BY 1",
-                                          [q]).fetchall()]
+        return [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT segment FROM segment_assignments WHERE quarter = ? ORDER BY 1", [q]
+            ).fetchall()
+        ]
 
     fp = feature_params(latest, 12)
     model = ModelConfig()
     features_rows = n("SELECT count(*) FROM customer_features WHERE quarter = ?", [latest])
     params = {
         "raw_transactions": {},
-        "cleaned_sales": {"rejected_table": "__stage_rejected_sales", "raw_rows": n("SELECT count(*) FROM raw_transactions")},
+        "cleaned_sales": {
+            "rejected_table": "__stage_rejected_sales",
+            "raw_rows": n("SELECT count(*) FROM raw_transactions"),
+        },
         "customer_features": {"lookback_days": (fp["as_of_end"] - fp["window_start"]).days},
         "scaled_matrix": {"customer_features_rows": features_rows, "mean_tolerance": 1e-6},
         "clustering_model": {
@@ -87,8 +93,9 @@ def warehouse(full_run, tmp_path_factory):
         "segment_assignments": {
             "customer_features_rows": features_rows,
             "segment_names": names(latest),
-            "model_version": con.execute("SELECT any_value(model_version) FROM segment_assignments WHERE quarter = ?",
-                                         [latest]).fetchall()[0][0],
+            "model_version": con.execute(
+                "SELECT any_value(model_version) FROM segment_assignments WHERE quarter = ?", [latest]
+            ).fetchall()[0][0],
             "summary_table": "__stage_segment_summary",
         },
         "segment_migration_history": {
@@ -123,37 +130,51 @@ def test_contract_passes_on_the_published_output(warehouse, asset):
 CORRUPTIONS = {
     "raw_transactions": (
         "UPDATE {bad} SET invoice = NULL WHERE _row_number IN (SELECT _row_number FROM {bad} ORDER BY _row_number LIMIT 3)",
-        "invoice is present on every row", "invoice", 3,
+        "invoice is present on every row",
+        "invoice",
+        3,
     ),
     "cleaned_sales": (
         # line revenue stays consistent (0 x price = 0): only "quantity > 0" is broken
         "UPDATE {bad} SET quantity = 0, line_revenue = 0 WHERE _row_number IN (SELECT _row_number FROM {bad} ORDER BY _row_number LIMIT 2)",
-        "quantity > 0", "quantity", 2,
+        "quantity > 0",
+        "quantity",
+        2,
     ),
     "customer_features": (
         "UPDATE {bad} SET recency_days = -1 WHERE customer_id = (SELECT min(customer_id) FROM {bad})",
-        "0 <= recency_days <= look-back window", "recency_days", 1,
+        "0 <= recency_days <= look-back window",
+        "recency_days",
+        1,
     ),
     "scaled_matrix": (
         # one customer id given to a second row: both rows of the pair are duplicates (GX counts both)
         "UPDATE {bad} SET customer_id = (SELECT min(customer_id) FROM {bad}) "
         "WHERE customer_id = (SELECT max(customer_id) FROM {bad})",
-        "customer id is unique", "customer_id", 2,
+        "customer id is unique",
+        "customer_id",
+        2,
     ),
     "clustering_model": (
         "UPDATE {bad} SET inertia = -1 WHERE NOT chosen AND k = (SELECT min(k) FROM {bad})",
-        "inertia is not negative", "inertia", 1,
+        "inertia is not negative",
+        "inertia",
+        1,
     ),
     "segment_assignments": (
         # three customers of one cluster get a name outside the catalogue (still one cluster per name)
         "UPDATE {bad} SET segment = 'Bogus Segment' WHERE customer_id IN "
         "(SELECT customer_id FROM {bad} WHERE cluster = (SELECT min(cluster) FROM {bad}) ORDER BY customer_id LIMIT 3)",
-        "segment names are the model's names (catalogue names or its descriptive names)", "segment", 3,
+        "segment names are the model's names (catalogue names or its descriptive names)",
+        "segment",
+        3,
     ),
     "segment_migration_history": (
         "UPDATE {bad} SET to_segment = 'Nowhere' WHERE customer_id IN "
         "(SELECT customer_id FROM {bad} WHERE to_segment <> 'lapsed' ORDER BY customer_id LIMIT 2)",
-        "to-segment is a segment of this quarter or 'lapsed'", "to_segment", 2,
+        "to-segment is a segment of this quarter or 'lapsed'",
+        "to_segment",
+        2,
     ),
 }
 
@@ -224,8 +245,12 @@ def test_raw_customer_id_under_half_warns_but_does_not_block(warehouse):
 def test_raw_a_few_non_numeric_quantities_warn_but_do_not_block(warehouse):
     """Under 1% of rows: a warning (cleaning rejects those rows as unparseable_quantity); the 99% rule holds."""
     con, params = warehouse
-    bad = _corrupted(con, "raw_transactions", "UPDATE {bad} SET quantity = 'twelve', quantity_value = NULL "
-                     "WHERE _row_number IN (SELECT _row_number FROM {bad} ORDER BY _row_number LIMIT 3)")
+    bad = _corrupted(
+        con,
+        "raw_transactions",
+        "UPDATE {bad} SET quantity = 'twelve', quantity_value = NULL "
+        "WHERE _row_number IN (SELECT _row_number FROM {bad} ORDER BY _row_number LIMIT 3)",
+    )
     outcome = run_contract(con, "raw_transactions", bad, params["raw_transactions"])
     assert [(o.column, o.severity, o.unexpected_count) for o in outcome.failed] == [("quantity", "warn", 3)]
     assert not outcome.blocking
@@ -234,18 +259,25 @@ def test_raw_a_few_non_numeric_quantities_warn_but_do_not_block(warehouse):
 
 def test_raw_non_numeric_quantities_on_over_1pct_of_rows_block(warehouse):
     con, params = warehouse
-    bad = _corrupted(con, "raw_transactions", "UPDATE {bad} SET quantity = 'twelve', quantity_value = NULL "
-                     "WHERE _row_number % 50 = 0")  # 2%
+    bad = _corrupted(
+        con,
+        "raw_transactions",
+        "UPDATE {bad} SET quantity = 'twelve', quantity_value = NULL WHERE _row_number % 50 = 0",
+    )  # 2%
     n = con.execute(f"SELECT count(*) FROM {bad} WHERE quantity_value IS NULL").fetchall()[0][0]
     outcome = run_contract(con, "raw_transactions", bad, params["raw_transactions"])
     assert sorted((o.column, o.severity, o.unexpected_count) for o in outcome.failed) == [
-        ("quantity", "warn", n), ("quantity_value", "error", n)]
+        ("quantity", "warn", n),
+        ("quantity_value", "error", n),
+    ]
     assert outcome.blocking
 
 
 def test_clustering_silhouette_floor_and_min_cluster_share_warn_but_do_not_block(warehouse):
     con, params = warehouse
-    bad = _corrupted(con, "clustering_model", "UPDATE {bad} SET silhouette = 0.05, min_cluster_share = 0.001 WHERE chosen")
+    bad = _corrupted(
+        con, "clustering_model", "UPDATE {bad} SET silhouette = 0.05, min_cluster_share = 0.001 WHERE chosen"
+    )
     outcome = run_contract(con, "clustering_model", bad, params["clustering_model"])
     assert [(o.rule, o.severity, o.unexpected_count) for o in outcome.failed] == [
         ("silhouette of the chosen k >= the configured floor", "warn", 1),
@@ -313,7 +345,9 @@ def _quarter_snapshot(home: Path, quarter: str) -> dict:
         con.close()
 
 
-def test_tightened_customer_features_contract_blocks_a_real_run(home_copy, good_csv, tmp_path, monkeypatch, quality_instance):
+def test_tightened_customer_features_contract_blocks_a_real_run(
+    home_copy, good_csv, tmp_path, monkeypatch, quality_instance
+):
     def edit(c):
         for e in c["expectations"]:
             if e["rule"] == "monetary > 0":
@@ -328,10 +362,14 @@ def test_tightened_customer_features_contract_blocks_a_real_run(home_copy, good_
         run(home_copy, good_csv, quarters=LATEST, instance=quality_instance)
     msg = exc.value.message
     print(f"\n[tightened customer_features] {msg[:600]}")
-    assert msg.startswith(f"quarter {LATEST} failed: step customer_features: customer_features: data contract "
-                          f"customer_features.yaml failed on {customers:,} rows - nothing downstream runs")
-    assert (f"[ERROR] monetary >= 1e12 (tightened by the test) (column monetary): FAILED: {customers:,} row(s) "
-            "break it (100.00%)") in msg
+    assert msg.startswith(
+        f"quarter {LATEST} failed: step customer_features: customer_features: data contract "
+        f"customer_features.yaml failed on {customers:,} rows - nothing downstream runs"
+    )
+    assert (
+        f"[ERROR] monetary >= 1e12 (tightened by the test) (column monetary): FAILED: {customers:,} row(s) "
+        "break it (100.00%)"
+    ) in msg
     # nothing of the quarter changed, customer_features included; the other tables are intact too
     assert _quarter_snapshot(home_copy, LATEST) == before
     assert snapshot(home_copy) == before_all
@@ -344,7 +382,9 @@ def test_tightened_customer_features_contract_blocks_a_real_run(home_copy, good_
         con.close()
 
 
-def test_tightened_segment_assignments_contract_blocks_a_real_run(home_copy, good_csv, tmp_path, monkeypatch, quality_instance):
+def test_tightened_segment_assignments_contract_blocks_a_real_run(
+    home_copy, good_csv, tmp_path, monkeypatch, quality_instance
+):
     def edit(c):
         for e in c["expectations"]:
             if e["rule"] == "segment names are the model's names (catalogue names or its descriptive names)":
@@ -358,10 +398,14 @@ def test_tightened_segment_assignments_contract_blocks_a_real_run(home_copy, goo
         run(home_copy, good_csv, quarters=LATEST, instance=quality_instance)
     msg = exc.value.message
     print(f"\n[tightened segment_assignments] {msg[:600]}")
-    assert msg.startswith(f"quarter {LATEST} failed: step segment_assignments: segment_assignments: data contract "
-                          "segment_assignments.yaml failed")
-    assert (f"[ERROR] segment names are the model's names (catalogue names or its descriptive names) (column "
-            f"segment): FAILED: {customers:,} row(s) break it (100.00%)") in msg
+    assert msg.startswith(
+        f"quarter {LATEST} failed: step segment_assignments: segment_assignments: data contract "
+        "segment_assignments.yaml failed"
+    )
+    assert (
+        f"[ERROR] segment names are the model's names (catalogue names or its descriptive names) (column "
+        f"segment): FAILED: {customers:,} row(s) break it (100.00%)"
+    ) in msg
     after = _quarter_snapshot(home_copy, LATEST)
     # upstream was re-materialised from the same data: same rows (content only up to float rounding: DuckDB's
     # parallel sum of doubles may differ in the last bit from one run to the next) ...
@@ -374,6 +418,7 @@ def test_tightened_segment_assignments_contract_blocks_a_real_run(home_copy, goo
     after_all = snapshot(home_copy, list(before_all))
     rematerialised = {"customer_features", "scaled_matrix", "scaled_matrix_columns", "clustering_model"}
     assert {t: v for t, v in after_all.items() if t not in rematerialised} == {
-        t: v for t, v in before_all.items() if t not in rematerialised}
+        t: v for t, v in before_all.items() if t not in rematerialised
+    }
     assert "__stage_segment_assignments" in tables(home_copy)
     assert "__stage_segment_migration_history" not in tables(home_copy)  # downstream never ran

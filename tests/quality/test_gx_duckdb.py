@@ -21,7 +21,6 @@ from seg_pipeline.ml.naming import segment_names
 from seg_pipeline.quality import gx_duckdb
 from seg_pipeline.quality.contracts import ContractError, Rule, load_contract
 from seg_pipeline.quality.gate import run_contract
-
 from tests.quality.conftest import ASSETS
 
 # The run parameters each asset passes to its contract (see the gate(...) calls in seg_pipeline/assets/*.py).
@@ -31,8 +30,12 @@ PARAMS = {
     "customer_features": {"lookback_days": 365},
     "scaled_matrix": {"customer_features_rows": 100, "mean_tolerance": 1e-6},
     "clustering_model": {"business_k_min": 4, "business_k_max": 6, "silhouette_floor": 0.2, "min_cluster_share": 0.01},
-    "segment_assignments": {"customer_features_rows": 100, "segment_names": segment_names(), "model_version": "v1",
-                            "summary_table": "__stage_segment_summary"},
+    "segment_assignments": {
+        "customer_features_rows": 100,
+        "segment_names": segment_names(),
+        "model_version": "v1",
+        "summary_table": "__stage_segment_summary",
+    },
     "segment_migration_history": {
         "from_segments": segment_names() + ["new", "returning"],
         "to_segments": segment_names() + ["lapsed"],
@@ -62,17 +65,42 @@ CREATE TABLE planted AS SELECT * FROM (VALUES
 PLANTED_RULES = [  # (rule, expected success, expected unexpected_count)
     (Rule("name is not null", "expect_column_values_to_not_be_null", {"column": "name"}), False, 2),
     (Rule("id is not null", "expect_column_values_to_not_be_null", {"column": "id"}), True, 0),
-    (Rule("amount > 0", "expect_column_values_to_be_between", {"column": "amount", "min_value": 0, "strict_min": True}), False, 2),
+    (
+        Rule(
+            "amount > 0", "expect_column_values_to_be_between", {"column": "amount", "min_value": 0, "strict_min": True}
+        ),
+        False,
+        2,
+    ),
     (Rule("amount >= -1", "expect_column_values_to_be_between", {"column": "amount", "min_value": -1}), True, 0),
     (Rule("id is unique", "expect_column_values_to_be_unique", {"column": "id"}), False, 2),
     (Rule("name is unique", "expect_column_values_to_be_unique", {"column": "name"}), True, 0),
-    (Rule("color in set", "expect_column_values_to_be_in_set", {"column": "color", "value_set": ["red", "blue", "green"]}), False, 2),
-    (Rule("color in wide set", "expect_column_values_to_be_in_set",
-          {"column": "color", "value_set": ["red", "blue", "green", "purple", "mauve"]}), True, 0),
+    (
+        Rule(
+            "color in set",
+            "expect_column_values_to_be_in_set",
+            {"column": "color", "value_set": ["red", "blue", "green"]},
+        ),
+        False,
+        2,
+    ),
+    (
+        Rule(
+            "color in wide set",
+            "expect_column_values_to_be_in_set",
+            {"column": "color", "value_set": ["red", "blue", "green", "purple", "mauve"]},
+        ),
+        True,
+        0,
+    ),
     (Rule("six rows", "expect_table_row_count_to_equal", {"value": 6}), True, None),
     (Rule("seven rows", "expect_table_row_count_to_equal", {"value": 7}), False, None),
     (Rule("amount < 6", "unexpected_rows", query="SELECT * FROM {batch} WHERE amount >= 6", column="amount"), False, 2),
-    (Rule("amount <= 100", "unexpected_rows", query="SELECT * FROM {batch} WHERE amount > 100", column="amount"), True, 0),
+    (
+        Rule("amount <= 100", "unexpected_rows", query="SELECT * FROM {batch} WHERE amount > 100", column="amount"),
+        True,
+        0,
+    ),
 ]
 
 
@@ -136,7 +164,9 @@ def test_aggregate_sql_rule_is_not_reported_as_one_row_breaking_it(planted_con, 
         "           HAVING count(*) > 0.01 * (SELECT count(*) FROM {batch})\n",
         encoding="utf-8",
     )
-    outcome = run_contract(planted_con, "aggregate", "planted", {}, contract=load_contract("aggregate", directory=tmp_path))
+    outcome = run_contract(
+        planted_con, "aggregate", "planted", {}, contract=load_contract("aggregate", directory=tmp_path)
+    )
     msg = outcome.failure_message()
     assert outcome.blocking and re.search(r"""rows_out_of_range(['"]: |=)4\b""", msg)  # the summary row is shown
     assert "1 row(s) break it" not in msg
@@ -176,7 +206,8 @@ def test_GX_duckdb_engine_fixed_the_empty_result_bug__the_CursorPerQuery_workaro
 
     gx = gx_duckdb._import_gx()
     res = _validate_with_creator(
-        lambda: duckdb_engine.ConnectionWrapper(sentinel_con.cursor()), gx.expectations.ExpectTableRowCountToEqual(value=10)
+        lambda: duckdb_engine.ConnectionWrapper(sentinel_con.cursor()),
+        gx.expectations.ExpectTableRowCountToEqual(value=10),
     )
     plain_works = bool(res.success) and (res.result or {}).get("observed_value") == 10
     # Today (GX 1.24.1, duckdb-engine 0.17, DuckDB 2.0) GX's table.row_count metric raises "list index out of
@@ -203,7 +234,10 @@ def test_there_is_one_contract_file_per_asset_with_a_data_contract_check():
     from seg_pipeline.definitions import ALL_ASSETS
 
     checked = sorted(
-        c.asset_key.to_user_string() for a in ALL_ASSETS for c in a.check_specs if c.name == "data_contract" and c.blocking
+        c.asset_key.to_user_string()
+        for a in ALL_ASSETS
+        for c in a.check_specs
+        if c.name == "data_contract" and c.blocking
     )
     assert set(ASSETS) <= set(checked)
     assert CONTRACT_FILES == checked
@@ -252,7 +286,8 @@ def _write_contract(directory, name, body):
 
 def test_bad_severity_is_refused_with_the_file_name(tmp_path):
     _write_contract(
-        tmp_path, "bad_severity",
+        tmp_path,
+        "bad_severity",
         "asset: bad_severity\nexpectations:\n"
         "  - {rule: x not null, type: expect_column_values_to_not_be_null, kwargs: {column: x}, severity: fatal}\n",
     )
@@ -267,7 +302,11 @@ def test_bad_severity_is_refused_with_the_file_name(tmp_path):
     [
         ("no_rules", "asset: no_rules\nexpectations: []\n", "has no expectations"),
         ("no_type", "asset: no_type\nexpectations:\n  - {rule: something}\n", "needs `rule` and `type`"),
-        ("sql_no_query", "asset: sql_no_query\nexpectations:\n  - {rule: r, type: unexpected_rows}\n", "needs a `query`"),
+        (
+            "sql_no_query",
+            "asset: sql_no_query\nexpectations:\n  - {rule: r, type: unexpected_rows}\n",
+            "needs a `query`",
+        ),
         ("not_yaml", "asset: [unclosed\n", "is not valid YAML"),
     ],
 )
@@ -279,7 +318,9 @@ def test_malformed_contracts_are_refused_with_the_file_name(tmp_path, name, body
 
 
 def test_missing_contract_is_refused_with_the_path(tmp_path):
-    with pytest.raises(ContractError, match=r"no data contract for asset nothing_here: .*nothing_here\.yaml is missing"):
+    with pytest.raises(
+        ContractError, match=r"no data contract for asset nothing_here: .*nothing_here\.yaml is missing"
+    ):
         load_contract("nothing_here", directory=tmp_path)
 
 
@@ -292,7 +333,9 @@ UNKNOWN_TYPE = (
 def test_unknown_expectation_type_raises_valueerror_when_built():
     gx = gx_duckdb._import_gx()
     rule = Rule("x is positive", "expect_column_values_to_be_positiv", {"column": "x"})
-    with pytest.raises(ValueError, match=r"unknown Great Expectations expectation type 'expect_column_values_to_be_positiv'"):
+    with pytest.raises(
+        ValueError, match=r"unknown Great Expectations expectation type 'expect_column_values_to_be_positiv'"
+    ):
         gx_duckdb.build_expectation(gx, rule)
 
 
@@ -307,8 +350,10 @@ def test_unknown_expectation_type_blocks_the_asset_and_names_the_file(tmp_path, 
     assert outcome.blocking
     msg = outcome.failure_message()
     assert "unknown_type.yaml" in msg
-    assert "[ERROR] x is positive (column x): could not be evaluated: ValueError: unknown Great Expectations " \
-           "expectation type 'expect_column_values_to_be_positiv'" in msg
+    assert (
+        "[ERROR] x is positive (column x): could not be evaluated: ValueError: unknown Great Expectations "
+        "expectation type 'expect_column_values_to_be_positiv'" in msg
+    )
 
 
 def test_unknown_expectation_type_is_refused_when_the_contract_loads(tmp_path):

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
@@ -24,9 +23,21 @@ from seg_pipeline.sample_data import generate_transactions
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "seg_pipeline.cli"]
-TABLES = ["raw_transactions", "cleaned_sales", "rejected_sales", "customer_features", "scaled_matrix",
-          "clustering_model", "segment_assignments", "segment_summary", "segment_migration_history"]
+TABLES = [
+    "raw_transactions",
+    "cleaned_sales",
+    "rejected_sales",
+    "customer_features",
+    "scaled_matrix",
+    "clustering_model",
+    "segment_assignments",
+    "segment_summary",
+    "segment_migration_history",
+]
 Q_LAST = "2011-07-01"
+
+# every test here runs the real CLI in subprocesses (a complete run takes 5-20 s): not in the quick loop
+pytestmark = pytest.mark.slow
 
 
 def _frame(seed: int) -> pd.DataFrame:
@@ -45,8 +56,14 @@ def _write(df: pd.DataFrame, path: Path) -> Path:
 
 def run_cli(home: Path, source: Path, *args, env_extra: dict | None = None, timeout: int = 300):
     env = {**os.environ, "GX_ANALYTICS_ENABLED": "false", "DAGSTER_HOME": str(home / "dagster"), **(env_extra or {})}
-    return subprocess.run(CLI + ["run", "--home", str(home), "--source", str(source), *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        CLI + ["run", "--home", str(home), "--source", str(source), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def snapshot(home: Path) -> dict[str, str]:
@@ -133,8 +150,14 @@ def _quarter_rows(home: Path, table: str, quarter: str) -> str:
 
 def _assert_last_quarter_old_or_new(home: Path, homes) -> None:
     good_old, good_new, _, _ = homes
-    for t in ("customer_features", "scaled_matrix", "clustering_model", "segment_assignments",
-              "segment_summary", "segment_migration_history"):
+    for t in (
+        "customer_features",
+        "scaled_matrix",
+        "clustering_model",
+        "segment_assignments",
+        "segment_summary",
+        "segment_migration_history",
+    ):
         got = _quarter_rows(home, t, Q_LAST)
         assert got in (_quarter_rows(good_old, t, Q_LAST), _quarter_rows(good_new, t, Q_LAST)), (
             f"{t} {Q_LAST} is neither the previous nor the new version: a partial write"
@@ -160,8 +183,9 @@ def test_rerunning_an_old_quarter_rewrites_only_that_quarter(tmp_path, sources, 
     home = tmp_path / "home"
     shutil.copytree(good_old, home)
     con = duckdb.connect(str(home / "warehouse.duckdb"))
-    quarters = [r[0] for r in con.execute(
-        "SELECT DISTINCT quarter FROM segment_migration_history ORDER BY 1").fetchall()]
+    quarters = [
+        r[0] for r in con.execute("SELECT DISTINCT quarter FROM segment_migration_history ORDER BY 1").fetchall()
+    ]
     first = quarters[0]
     # mark the other quarters' history: a rerun of `first` must not touch them
     con.execute("UPDATE segment_migration_history SET previous_quarter = 'marker' WHERE quarter <> ?", [first])
@@ -170,9 +194,16 @@ def test_rerunning_an_old_quarter_rewrites_only_that_quarter(tmp_path, sources, 
     r = run_cli(home, old_src, "--quarters", first)
     assert r.returncode == 0, r.stderr[-2000:]
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
-    assert con.execute("SELECT count(*) FROM segment_migration_history WHERE previous_quarter = 'marker'").fetchall()[0][0] == marked
-    assert con.execute("SELECT count(*) FROM segment_migration_history WHERE quarter = ? AND previous_quarter <> 'marker'",
-                       [first]).fetchall()[0][0] > 0
+    assert (
+        con.execute("SELECT count(*) FROM segment_migration_history WHERE previous_quarter = 'marker'").fetchall()[0][0]
+        == marked
+    )
+    assert (
+        con.execute(
+            "SELECT count(*) FROM segment_migration_history WHERE quarter = ? AND previous_quarter <> 'marker'", [first]
+        ).fetchall()[0][0]
+        > 0
+    )
     con.close()
 
 
@@ -183,12 +214,14 @@ def test_two_runs_at_once_do_not_corrupt_anything(tmp_path, sources, homes):
     shutil.copytree(good_old, home)
     env = {**os.environ, "GX_ANALYTICS_ENABLED": "false", "DAGSTER_HOME": str(home / "dagster")}
     args = CLI + ["run", "--home", str(home), "--source", str(old_src)]
-    procs = [subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     codes = [p.returncode for p in procs]
     assert 0 in codes, f"neither run finished: {outs}"
-    for code, (out, err) in zip(codes, outs):
+    for code, (_out, err) in zip(codes, outs):
         if code != 0:  # the loser says why, in one sentence, without DuckDB's stack trace
             assert "in use by another process" in err, err[-2000:]
             assert "Traceback" not in err
@@ -197,7 +230,7 @@ def test_two_runs_at_once_do_not_corrupt_anything(tmp_path, sources, homes):
 
 def test_source_path_with_quotes_and_semicolons_loads(tmp_path, sources):
     old_src, _ = sources
-    weird = tmp_path / "it's a \"tricky\"; name; DROP TABLE x.csv"
+    weird = tmp_path / 'it\'s a "tricky"; name; DROP TABLE x.csv'
     shutil.copy(old_src, weird)
     home = tmp_path / "home"
     r = run_cli(home, weird, "--quarters", "latest")
