@@ -68,25 +68,14 @@ def run_pipeline(
     click.ClickException with the failing step's message on failure. `instance`: a Dagster instance
     (default: the persistent one of the home). `refit`: force a refit of the segment model in every quarter
     run; `model_config`: further clustering_model run config (e.g. {"refit_every_quarters": 0})."""
-    if instance is not None:
-        return _run_pipeline(home, source, mapping, quarters, quiet, instance, refit, model_config)
-    instance = _prepare_instance(home)  # the home's persistent instance: created here, so closed here
-    try:
-        return _run_pipeline(home, source, mapping, quarters, quiet, instance, refit, model_config)
-    finally:
-        instance.dispose()
+    with contextlib.ExitStack() as stack:
+        if instance is None:  # the home's persistent instance: created here, so closed here
+            instance = _prepare_instance(home)
+            stack.callback(instance.dispose)
+        return _run_quarters(home, source, mapping, quarters, quiet, instance, refit, model_config)
 
 
-def _run_pipeline(
-    home: Path,
-    source: str | None = None,
-    mapping: str | None = None,
-    quarters: str = "all",
-    quiet: bool = False,
-    instance=None,
-    refit: bool = False,
-    model_config: dict | None = None,
-) -> list[str]:
+def _run_quarters(home, source, mapping, quarters, quiet, instance, refit, model_config) -> list[str]:
     import dagster as dg
 
     from .definitions import ALL_ASSETS, PARTITIONED, UNPARTITIONED

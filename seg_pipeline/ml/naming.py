@@ -22,19 +22,12 @@ import yaml
 from scipy.optimize import linear_sum_assignment
 
 from ..settings import PACKAGE_DIR
+from .scaling import CANDIDATE_FEATURES
 
 CATALOGUE_PATH = PACKAGE_DIR / "segments.yaml"
 
-# the figures conditions may use: medians of these features, and <feature>_ratio for the relative ones
-FIGURE_FEATURES = [
-    "recency_days",
-    "frequency",
-    "monetary",
-    "avg_order_value",
-    "distinct_products",
-    "purchase_span_days",
-    "tenure_days",
-]
+# the figures conditions may use: medians of the customer features, and <feature>_ratio for the relative ones
+FIGURE_FEATURES = list(CANDIDATE_FEATURES)
 RATIO_FEATURES = ["monetary", "avg_order_value", "distinct_products", "frequency"]
 FIGURES = FIGURE_FEATURES + [f"{f}_ratio" for f in RATIO_FEATURES]
 _FORBIDDEN, _DESCRIPTIVE = 1e9, 1e4  # costs: a name whose conditions fail; a descriptive name
