@@ -94,8 +94,15 @@ def validate_table(con: duckdb.DuckDBPyConnection, table: str, rules: list, suit
                 )
         suite = gx.ExpectationSuite(name=suite_name, expectations=[e for _, e in expectations])
         # GX prints a notice for SQL rules that read another table than {batch} (cross-table rules): expected here
-        with contextlib.redirect_stdout(io.StringIO()):
-            result = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5})
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                result = batch.validate(
+                    suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5}
+                )
+        finally:
+            # close the engine's pooled cursors now, not whenever the garbage collector gets to them
+            with contextlib.suppress(Exception):
+                ds.get_engine().dispose()
         for res in result.results:  # GX may reorder results: match them by the index kept in meta
             i = int(res.expectation_config.meta["index"])
             rule = rules[i]
