@@ -238,6 +238,100 @@ def analyse(inp: InsightsInputs, config: "InsightsConfig", q, catalogue) -> Insi
     )
 
 
+def draw_plots(inp: InsightsInputs, r: Insights, config: "InsightsConfig", q, lookback: int) -> list[Plot]:
+    """The report's plots (PNG bytes with title and caption), from the quarter's inputs and figures."""
+    unit, sales, customers, trials = inp.unit, inp.sales, inp.customers, inp.trials
+    profile, conc, order, counts, reason, stability = r.profile, r.conc, r.order, r.counts, r.reason, r.stability
+    qlabel, plabel = q.label, q.previous().label
+    units = "stores" if unit == "store" else "countries"
+    return [
+        Plot(
+            "segment_shares",
+            "Share of customers vs share of revenue",
+            "Solid bars: share of revenue; pale bars: share of customers. A segment whose revenue bar is longer "
+            "than its customer bar is worth more than its size.",
+            plots.share_bars(profile),
+        ),
+        Plot(
+            "lorenz",
+            "Revenue concentration (Lorenz curve)",
+            f"Customers ordered from the smallest to the largest spender. The further the curve sags below the "
+            f"diagonal, the more revenue depends on a few customers (Gini {conc.gini:.2f}).",
+            plots.lorenz(conc),
+        ),
+        Plot(
+            "store_segment_revenue",
+            f"Revenue by {unit} and segment",
+            f"Each row: a {unit}'s revenue over the last {lookback} months (in brackets) split by segment. The "
+            f"largest {units} by revenue; the rest summed as 'other'.",
+            plots.store_segment_heatmap(analysis.store_segment_revenue(sales, customers, config.max_plot_stores), unit),
+        ),
+        Plot(
+            "recency_by_segment",
+            "Days since last purchase, by segment",
+            f"Box: the middle half of each segment's customers; line: the median. High-value customers right "
+            f"of the red line ({config.winback_min_days} days) are on the win-back list.",
+            plots.recency_by_segment(customers, order, config.winback_min_days),
+        ),
+        Plot(
+            "migration_flow",
+            f"Where customers went, {plabel} to {qlabel}",
+            f"Left: customers of {plabel} by segment (and customers new in {qlabel}); right: the same customers "
+            f"in {qlabel} (and those who lapsed). Band thickness: number of customers.",
+            plots.migration_flow(counts, plabel, qlabel, title=f"Where customers went, {plabel} to {qlabel}"),
+        ),
+        Plot(
+            "migration_matrix",
+            f"Migration matrix, {plabel} to {qlabel}",
+            "Rows: segment last quarter ('new': first seen this quarter); columns: segment now ('lapsed': no "
+            "purchase in the look-back window). Cells: customers and share of the row.",
+            plots.migration_heatmap(counts, title=f"Migration matrix, {plabel} to {qlabel}"),
+        ),
+        Plot(
+            "k_selection",
+            "Choosing k: elbow and silhouette",
+            "Left: inertia falls as k grows; the bend (elbow) is where more clusters stop paying off. Right: "
+            "silhouette, higher = better separated clusters. Green: the range allowed by the business; star: "
+            f"the chosen k. Why: {reason}."
+            + (
+                f" These are the trials of the model's fit on {stability.fitted_label}; {qlabel} reuses that model."
+                if stability.decision == "reused"
+                else ""
+            ),
+            plots.k_selection(trials[["k", "inertia", "silhouette", "in_business_range", "chosen", "reason"]]),
+        ),
+    ]
+
+
+def write_report_files(
+    con,
+    out,
+    data: ReportData,
+    customers: pd.DataFrame,
+    winback: pd.DataFrame,
+    profile_t: pd.DataFrame,
+    stores_t: pd.DataFrame,
+):
+    """Render the report from its one data object and write it, the plots and the CSV files (each atomically)
+    to the quarter's report folder; returns the HTML report's path."""
+    html, md = render(data)
+    for p in data.plots:
+        atomic_write_bytes(out / p.filename, p.png)
+    atomic_write_csv(
+        con,
+        cluster_profiles_frame(customers, winback, data.quarter, data.unit, data.profile),
+        out / CLUSTER_PROFILES_CSV,
+        dates=("first_purchase", "last_purchase", "as_of_date"),
+    )
+    atomic_write_text(out / CLUSTER_SUMMARY_CSV, profile_t.to_csv(index=False))
+    winback_csv = data.winback if data.unit == "store" else data.winback.drop(columns=["main_store"])
+    atomic_write_text(out / WINBACK_CSV, winback_csv.to_csv(index=False))
+    atomic_write_text(out / STORES_CSV, stores_t.to_csv(index=False))
+    atomic_write_text(out / REPORT_MD, md)
+    report_path = atomic_write_text(out / REPORT_HTML, html)
+    return report_path
+
+
 INSIGHTS_DEPS = [
     "segment_assignments",
     "segment_summary",
@@ -320,7 +414,7 @@ def segment_insights(
 
     with warehouse.get_connection() as con:
         inp = read_inputs(con, q, start, end)
-        customers, sales, unit, trials = inp.customers, inp.sales, inp.unit, inp.trials
+        customers, unit, trials = inp.customers, inp.unit, inp.trials
         assigned = len(customers)
         lap("read")
         r = analyse(inp, config, q, catalogue)
@@ -332,7 +426,7 @@ def segment_insights(
             r.wb,
             r.wb_threshold,
         )
-        order, moves, counts, big_moves = r.order, r.moves, r.counts, r.big_moves
+        moves, big_moves = r.moves, r.big_moves
         first_quarter, k, reason, stability = r.first_quarter, r.k, r.reason, r.stability
 
         lap("analysis")
@@ -384,66 +478,7 @@ def segment_insights(
         lap("contract")
         # ---- plots, files and report (written only once the contract has passed)
         qlabel, plabel = q.label, q.previous().label
-        units = "stores" if unit == "store" else "countries"
-        plot_list = [
-            Plot(
-                "segment_shares",
-                "Share of customers vs share of revenue",
-                "Solid bars: share of revenue; pale bars: share of customers. A segment whose revenue bar is longer "
-                "than its customer bar is worth more than its size.",
-                plots.share_bars(profile),
-            ),
-            Plot(
-                "lorenz",
-                "Revenue concentration (Lorenz curve)",
-                f"Customers ordered from the smallest to the largest spender. The further the curve sags below the "
-                f"diagonal, the more revenue depends on a few customers (Gini {conc.gini:.2f}).",
-                plots.lorenz(conc),
-            ),
-            Plot(
-                "store_segment_revenue",
-                f"Revenue by {unit} and segment",
-                f"Each row: a {unit}'s revenue over the last {lookback} months (in brackets) split by segment. The "
-                f"largest {units} by revenue; the rest summed as 'other'.",
-                plots.store_segment_heatmap(
-                    analysis.store_segment_revenue(sales, customers, config.max_plot_stores), unit
-                ),
-            ),
-            Plot(
-                "recency_by_segment",
-                "Days since last purchase, by segment",
-                f"Box: the middle half of each segment's customers; line: the median. High-value customers right "
-                f"of the red line ({config.winback_min_days} days) are on the win-back list.",
-                plots.recency_by_segment(customers, order, config.winback_min_days),
-            ),
-            Plot(
-                "migration_flow",
-                f"Where customers went, {plabel} to {qlabel}",
-                f"Left: customers of {plabel} by segment (and customers new in {qlabel}); right: the same customers "
-                f"in {qlabel} (and those who lapsed). Band thickness: number of customers.",
-                plots.migration_flow(counts, plabel, qlabel, title=f"Where customers went, {plabel} to {qlabel}"),
-            ),
-            Plot(
-                "migration_matrix",
-                f"Migration matrix, {plabel} to {qlabel}",
-                "Rows: segment last quarter ('new': first seen this quarter); columns: segment now ('lapsed': no "
-                "purchase in the look-back window). Cells: customers and share of the row.",
-                plots.migration_heatmap(counts, title=f"Migration matrix, {plabel} to {qlabel}"),
-            ),
-            Plot(
-                "k_selection",
-                "Choosing k: elbow and silhouette",
-                "Left: inertia falls as k grows; the bend (elbow) is where more clusters stop paying off. Right: "
-                "silhouette, higher = better separated clusters. Green: the range allowed by the business; star: "
-                f"the chosen k. Why: {reason}."
-                + (
-                    f" These are the trials of the model's fit on {stability.fitted_label}; {qlabel} reuses that model."
-                    if stability.decision == "reused"
-                    else ""
-                ),
-                plots.k_selection(trials[["k", "inertia", "silhouette", "in_business_range", "chosen", "reason"]]),
-            ),
-        ]
+        plot_list = draw_plots(inp, r, config, q, lookback)
         lap("plots")
         rule = (
             f"{lookback}-month revenue of at least {config.winback_min_revenue:,.0f}"
@@ -486,22 +521,8 @@ def segment_insights(
             plots=plot_list,
             files=files,
         )
-        html, md = render(data)
         out = pipeline.reports_dir(q.key)
-        for p in plot_list:
-            atomic_write_bytes(out / p.filename, p.png)
-        atomic_write_csv(
-            con,
-            cluster_profiles_frame(customers, wb, q.key, unit, profile),
-            out / CLUSTER_PROFILES_CSV,
-            dates=("first_purchase", "last_purchase", "as_of_date"),
-        )
-        atomic_write_text(out / CLUSTER_SUMMARY_CSV, profile_t.to_csv(index=False))
-        winback_csv = data.winback if unit == "store" else data.winback.drop(columns=["main_store"])
-        atomic_write_text(out / WINBACK_CSV, winback_csv.to_csv(index=False))
-        atomic_write_text(out / STORES_CSV, stores_t.to_csv(index=False))
-        atomic_write_text(out / REPORT_MD, md)
-        report_path = atomic_write_text(out / REPORT_HTML, html)
+        report_path = write_report_files(con, out, data, customers, r.wb, profile_t, stores_t)
         publish_partition(con, [PROFILE, STORES, WINBACK], "quarter", q.key)
         companions = {t: table_metadata(con, t, "WHERE quarter = ?", [q.key]) for t in (PROFILE, STORES, WINBACK)}
         lap("report_files_publish")
