@@ -18,6 +18,17 @@ quarterly_partitions = dg.TimeWindowPartitionsDefinition(
 )
 
 
+def previous_quarters(asset: str, include_this: bool = False) -> dg.AssetDep:
+    """A dependency on `asset`'s previous quarter (and, with include_this, the same quarter too). The first
+    quarter of the data has no previous one: allowed."""
+    return dg.AssetDep(
+        asset,
+        partition_mapping=dg.TimeWindowPartitionMapping(
+            start_offset=-1, end_offset=0 if include_this else -1, allow_nonexistent_upstream_partitions=True
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class Quarter:
     key: str  # "2011-07-01"

@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from ..insights.analysis import LAPSED, NEW, RETURNING, transition_counts
-from ..partitions import parse_quarter, quarterly_partitions
+from ..partitions import parse_quarter, previous_quarters, quarterly_partitions
 from ..resources import Warehouse
 from ..storage import create_stage_from_df, publish_partition
 from ..tables import chosen_model_row, has_sales_before
@@ -62,12 +62,7 @@ def migrate(
     owners=ANALYTICS_OWNERS,
     kinds={"duckdb", "pandas"},
     deps=[
-        dg.AssetDep(
-            "segment_assignments",
-            partition_mapping=dg.TimeWindowPartitionMapping(
-                start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True
-            ),
-        ),
+        previous_quarters("segment_assignments", include_this=True),
         "customer_features",
         "clustering_model",
     ],

@@ -12,7 +12,7 @@ import sklearn
 
 from ..ml import segment_model as sm
 from ..ml.scaling import build_matrix
-from ..partitions import parse_quarter, quarterly_partitions
+from ..partitions import parse_quarter, previous_quarters, quarterly_partitions
 from ..resources import PipelineHome, Warehouse
 from ..storage import atomic_write_bytes, create_stage_from_df, publish_partition
 from ..tables import (
@@ -249,12 +249,7 @@ def _kept_model(con, pipeline: PipelineHome, q, config: "ModelConfig"):
     deps=[
         "scaled_matrix",
         "customer_features",
-        dg.AssetDep(
-            MODEL,
-            partition_mapping=dg.TimeWindowPartitionMapping(
-                start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
-            ),
-        ),
+        previous_quarters(MODEL),
     ],
     partitions_def=quarterly_partitions,
     check_specs=[contract_spec(MODEL, quarterly_partitions)],
