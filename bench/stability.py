@@ -73,14 +73,12 @@ def write_cohort(path: Path, n_customers: int = 2500, seed: int = 3) -> Path:
         columns=["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"],
     )
     df.to_csv(path, index=False)
-    assert days > 0
     return path
 
 
 def stability_table(home: Path, quarters: list[str]) -> pd.DataFrame:
     import duckdb
     import joblib
-    from sklearn.metrics import adjusted_rand_score  # noqa: F401  (the refit's ARI is read from the table)
 
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     try:

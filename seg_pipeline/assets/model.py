@@ -349,7 +349,7 @@ def clustering_model(
         labels = model.predict_cluster(features)
         sizes = np.bincount(labels, minlength=model.k)
         X = model.transform(features)
-        current_sil = sm._silhouette(X, labels, config.silhouette_sample, config.seed)
+        current_sil = sm.sampled_silhouette(X, labels, config.silhouette_sample, config.seed)
         path = pipeline.models_dir(q.key) / MODEL_FILE
         data = _model_bytes(model, path)
         trials = pd.DataFrame(model.trials)

@@ -340,7 +340,6 @@ class Stability:
     reason: str
     model_version: str
     fitted_label: str  # the quarter the model in force was fitted on, e.g. 2010-Q4
-    model_changed: bool  # this quarter's model differs from the previous quarter's
     retained: int  # customers in both quarters' windows
     retained_changed: int  # of whom in another segment now
     current_silhouette: float | None
@@ -402,13 +401,11 @@ def stability(chosen: dict, history: pd.DataFrame, quarter_label: str) -> Stabil
     fitted_label = f"{fitted[:4]}-Q{(int(fitted[5:7]) - 1) // 3 + 1}" if fitted else quarter_label
     retained = history[~history["from_segment"].isin(ARRIVALS) & (history["to_segment"] != LAPSED)]
     fit_sil = chosen.get("silhouette")
-    versions = history["from_model_version"].dropna()
     return Stability(
         decision=str(chosen.get("decision") or ""),
         reason=str(chosen.get("decision_reason") or ""),
         model_version=str(chosen.get("model_version") or ""),
         fitted_label=fitted_label,
-        model_changed=bool(len(versions)) and bool((versions != history["to_model_version"]).any()),
         retained=len(retained),
         retained_changed=int((retained["from_segment"] != retained["to_segment"]).sum()),
         current_silhouette=_num(chosen.get("current_silhouette")),

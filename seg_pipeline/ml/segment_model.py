@@ -149,7 +149,7 @@ def _version(model: KMeans, scaler, kept: list[str], names: dict[int, str]) -> s
     return h.hexdigest()[:12]
 
 
-def _silhouette(X: np.ndarray, labels: np.ndarray, sample: int, seed: int) -> float | None:
+def sampled_silhouette(X: np.ndarray, labels: np.ndarray, sample: int, seed: int) -> float | None:
     """Silhouette on at most `sample` rows; None when it is undefined (fewer than 2 clusters or rows)."""
     idx = np.arange(len(X))
     if len(X) > sample:
@@ -179,7 +179,7 @@ def _finish(
     labels = km.labels_ if len(km.labels_) == len(X) else km.predict(X)
     d = np.sqrt(((X - km.cluster_centers_[labels]) ** 2).sum(axis=1))
     chosen = next((t for t in trials if t.k == km.n_clusters), None)
-    sil = chosen.silhouette if chosen is not None else _silhouette(X, labels, silhouette_sample, seed)
+    sil = chosen.silhouette if chosen is not None else sampled_silhouette(X, labels, silhouette_sample, seed)
     model = SegmentModel(
         version="",
         fitted_quarter=quarter,
@@ -400,17 +400,6 @@ class Drift:
     names_failing: list[str]  # segment names whose conditions no longer hold for their cluster's customers
     breaches: list[str]  # plain-language reasons to refit; empty = the kept model still fits
 
-    def as_dict(self) -> dict:
-        return {
-            "customers": self.customers,
-            "silhouette": self.silhouette,
-            "silhouette_drop": self.silhouette_drop,
-            "far_share": self.far_share,
-            "clusters_used": self.clusters_used,
-            "names_failing": self.names_failing,
-            "breaches": self.breaches,
-        }
-
 
 def measure_drift(
     model: SegmentModel,
@@ -434,7 +423,7 @@ def measure_drift(
     - (with `check_names`) a cluster's customers no longer meet the business conditions of its name, even
       with the bounds widened by the catalogue's keep_tolerance (hysteresis: a name is not lost by a hair)."""
     used = len(np.unique(labels))
-    sil = _silhouette(X, labels, silhouette_sample, seed)
+    sil = sampled_silhouette(X, labels, silhouette_sample, seed)
     drop = None if sil is None else model.fit_silhouette - sil
     far = float((model.distances(X) > model.far_distance).mean()) if len(X) else 0.0
     breaches = []
