@@ -15,7 +15,12 @@ file header are quoted as identifiers.
 
 from __future__ import annotations
 
+import codecs
+import csv
+import difflib
+import gzip
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
@@ -68,28 +73,40 @@ def quote_ident(name: str) -> str:
     return '"' + str(name).replace('"', '""') + '"'
 
 
+MAPPING_KEYS = ("columns", "amount", "delimiter", "header", "names", "orders", "date_format", "encoding")
+ORDER_RULES = ("per_row", "per_day")
+WHITESPACE = "whitespace"
+
+
 @dataclass(frozen=True)
 class ColumnMapping:
     """How to read another export: canonical column -> the header in the file, plus reader options.
 
-    YAML example (every key optional except those needed to find the required columns):
+    YAML keys (every one optional; README "Configuration" has one example per layout):
 
-        columns:
+        columns:                   # canonical column -> the file's column name
           customer_id: cust
-          invoice: order_id
+          invoice: order_id        # leave out for an order-level export (each row is one order)
           invoice_date: order_date
           quantity: items
-          price: unit_price        # or `amount: order_value` for order-level exports (price = amount / quantity)
-          stock_code: sku
-          store: store_id
-        delimiter: " "             # CSV only; default: sniffed
+          price: unit_price        # or `amount:` below for order-level exports (price = amount / quantity)
+        amount: order_value        # the order's value, when the file has no unit price
+        orders: per_row            # no invoice column: per_row (default; a customer's rows with the same
+                                   # timestamp are one order) or per_day (a customer's rows of one day)
+        delimiter: "|"             # text files: one character, or `whitespace` (runs of spaces/tabs);
+                                   # default: detected from the first lines
+        header: false              # text files: the first line is data, not names (then `names:` is needed)
+        names: [cust, date, items, order_value]   # the columns in file order (replaces a header's names)
         date_format: "%Y%m%d"      # strptime format when dates are not ISO or m/d/Y
-        encoding: latin-1          # CSV only; default utf-8
+        encoding: latin-1          # text files; default utf-8
     """
 
     columns: dict[str, str] = field(default_factory=dict)
     amount: str | None = None
     delimiter: str | None = None
+    header: bool = True
+    names: tuple[str, ...] | None = None
+    orders: str | None = None  # None: per_row when the file has no invoice column
     date_format: str | None = None
     encoding: str | None = None
 
@@ -100,23 +117,79 @@ class ColumnMapping:
         p = Path(path)
         if not p.is_file():
             raise SourceError(f"column mapping file {p} does not exist")
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+            raise SourceError(
+                f"column mapping file {p} is not valid YAML{at}: {getattr(exc, 'problem', exc)}"
+            ) from None
+        except UnicodeDecodeError:
+            raise SourceError(f"column mapping file {p} is not UTF-8 text") from None
         if not isinstance(data, dict):
-            raise SourceError(f"column mapping file {p}: expected a mapping at the top level")
-        cols = dict(data.get("columns") or {})
-        unknown = sorted(set(cols) - set(CANONICAL))
-        if unknown:
-            raise SourceError(f"column mapping file {p}: unknown target column(s) {unknown}; allowed: {CANONICAL}")
+            raise SourceError(f"column mapping file {p}: expected `key: value` lines at the top level")
+        for key in data:
+            if key not in MAPPING_KEYS:
+                raise SourceError(f"column mapping file {p}: unknown key {key!r}{_did_you_mean(key, MAPPING_KEYS)}")
+        cols = data.get("columns") or {}
+        if not isinstance(cols, dict):
+            raise SourceError(f"column mapping file {p}: `columns:` must map canonical names to the file's columns")
+        for key in cols:
+            if key not in CANONICAL:
+                raise SourceError(
+                    f"column mapping file {p}: unknown target column {key!r} under `columns:`"
+                    f"{_did_you_mean(key, CANONICAL)}; allowed: {CANONICAL}"
+                )
+        header = data.get("header", True)
+        if not isinstance(header, bool):
+            raise SourceError(f"column mapping file {p}: `header:` must be true or false, not {header!r}")
+        names = data.get("names")
+        if names is not None and (not isinstance(names, list) or not names):
+            raise SourceError(f"column mapping file {p}: `names:` must be a list of column names, in file order")
+        if names is not None and len({str(n) for n in names}) != len(names):
+            dup = sorted({str(n) for n in names if [str(m) for m in names].count(str(n)) > 1})
+            raise SourceError(f"column mapping file {p}: `names:` repeats {dup}")
+        orders = data.get("orders")
+        if orders is not None and orders not in ORDER_RULES:
+            raise SourceError(f"column mapping file {p}: `orders:` must be per_row or per_day, not {orders!r}")
+        delimiter = data.get("delimiter")
+        if delimiter is not None:
+            delimiter = str(delimiter)
+            if delimiter.lower() == WHITESPACE:
+                delimiter = WHITESPACE
+            elif delimiter == "\\t":
+                delimiter = "\t"
+            elif len(delimiter) != 1:
+                raise SourceError(
+                    f"column mapping file {p}: `delimiter:` must be one character or `whitespace` (runs of spaces "
+                    f"or tabs), not {delimiter!r}"
+                )
+        roles: dict[str, list[str]] = {}
+        for canon, col in [*cols.items(), *([("amount", data["amount"])] if data.get("amount") else [])]:
+            roles.setdefault(str(col), []).append(canon)
+        shared = {col: r for col, r in roles.items() if len(r) > 1}
+        if shared:
+            col, r = next(iter(shared.items()))
+            raise SourceError(f"column mapping file {p}: column {col!r} is given two roles, {' and '.join(r)}")
         return cls(
             columns={k: str(v) for k, v in cols.items()},
-            amount=data.get("amount"),
-            delimiter=data.get("delimiter"),
+            amount=str(data["amount"]) if data.get("amount") else None,
+            delimiter=delimiter,
+            header=header,
+            names=tuple(str(n) for n in names) if names is not None else None,
+            orders=orders,
             date_format=data.get("date_format"),
             encoding=data.get("encoding"),
         )
 
     def fingerprint(self) -> str:
         return hashlib.sha256(repr(sorted(self.__dict__.items())).encode()).hexdigest()[:16]
+
+
+def _did_you_mean(word: str, options) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else f"; the keys are {', '.join(options)}"
 
 
 def resolve_columns(header: list[str], mapping: ColumnMapping, where: str) -> dict[str, str | None]:
@@ -139,16 +212,33 @@ def resolve_columns(header: list[str], mapping: ColumnMapping, where: str) -> di
                 found = by_norm[_norm(cand)]
                 break
         out[canon] = found
-    if mapping.amount:
-        if mapping.amount not in header:
-            raise SourceError(f"{where}: mapping amount column {mapping.amount!r} not in {header}")
-    missing = [c for c in REQUIRED if out[c] is None and not (c == "price" and mapping.amount)]
+    if mapping.amount and mapping.amount not in header:
+        raise SourceError(
+            f"{where}: column mapping says amount is column {mapping.amount!r}, "
+            f"but the file has no such column (columns: {header})"
+        )
+    explicit = set(mapping.columns.values()) | ({mapping.amount} if mapping.amount else set())
+    for canon, col in out.items():
+        if col in explicit and mapping.columns.get(canon) != col:
+            out[canon] = None  # the mapping gives this column another role: the name-based guess yields
+    order_level = out["invoice"] is None and (bool(mapping.columns) or mapping.orders is not None)
+    missing = [
+        c
+        for c in REQUIRED
+        if out[c] is None and not (c == "price" and mapping.amount) and not (c == "invoice" and order_level)
+    ]
     if missing:
         hints = {c: KNOWN_NAMES[c][:3] for c in missing}
+        order_hint = (
+            " An order-level export (one row per order, no order id) needs a column mapping file without "
+            "`invoice` (README, Configuration)."
+            if "invoice" in missing
+            else ""
+        )
         raise SourceError(
             f"{where}: required column(s) missing: {missing}. The file has columns {header}. "
             f"Expected one of {hints}, or map them in a column mapping file "
-            f"(SEG_PIPELINE_COLUMN_MAPPING / --mapping)."
+            f"(SEG_PIPELINE_COLUMN_MAPPING / --mapping).{order_hint}"
         )
     return out
 
@@ -254,27 +344,166 @@ def _select_list(
     return ",\n  ".join(parts)
 
 
-def _csv_options(mapping: ColumnMapping) -> tuple[str, dict]:
-    opts = ["all_varchar = true", "header = true", "null_padding = false"]
-    params: dict = {}
-    if mapping.delimiter:
-        opts.append("delim = $delim")
-        params["delim"] = mapping.delimiter
-    if mapping.encoding:
-        opts.append("encoding = $encoding")
-        params["encoding"] = mapping.encoding
-    return ", ".join(opts), params
+# ------------------------------------------------------------------------------------------- text files
+SNIFF_BYTES = 256 << 10  # what the layout is judged on: the first 256 KiB (a few thousand lines)
+DELIMITER_CANDIDATES = (",", ";", "\t", "|")
+_MAGIC = {
+    b"\x1f\x8b": "a gzip-compressed file: name it .csv.gz, or unpack it",
+    b"PK\x03\x04": "a ZIP archive (an .xlsx workbook is one): name a workbook .xlsx, or unpack the archive",
+    b"PAR1": "a Parquet file: name it .parquet",
+    b"\xd0\xcf\x11\xe0": "an old Excel (.xls) or other OLE file: save it as .xlsx or CSV",
+    b"BZh": "a bzip2-compressed file: unpack it",
+    b"\xfd7zXZ": "an xz-compressed file: unpack it",
+}
 
 
-def _read_error(path: Path, exc: Exception) -> SourceError:
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    text = str(exc)
-    if "unicode" in text.lower() or "utf-8" in text.lower() or "encoding" in text.lower():
-        msg = (
-            "the file is not valid UTF-8 text. Save it as UTF-8, or set `encoding:` "
-            "(e.g. latin-1) in a column mapping file. DuckDB said: " + msg
+@dataclass(frozen=True)
+class TextLayout:
+    """What a text file is, as judged from its first lines: the delimiter, whether line 1 is a header,
+    the column names and the number of fields."""
+
+    delimiter: str  # one character, or WHITESPACE
+    header: bool
+    names: list[str]
+    encoding: str
+
+
+def _show(text: str, n: int = 100) -> str:
+    return repr(text if len(text) <= n else text[:n] + "...")
+
+
+def _sample_lines(path: Path, encoding: str | None) -> list[tuple[int, str]]:
+    """The first lines of a text file (number, text without the line end), decoded strictly. A file that is
+    binary or compressed, or that does not decode, raises a SourceError that says so."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read(SNIFF_BYTES)
+    except (OSError, EOFError) as exc:  # a .gz that is not gzip, or truncated
+        raise SourceError(f"source {path} could not be read: {exc}") from None
+    for magic, what in _MAGIC.items():
+        if raw.startswith(magic):
+            raise SourceError(f"source {path} is not a text file: it is {what}")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) and not (encoding or "").lower().startswith("utf-16"):
+        raise SourceError(f"source {path} is UTF-16 text: set `encoding: utf-16` in the column mapping file")
+    if b"\x00" in raw and not (encoding or "").lower().startswith("utf-16"):
+        at = raw.index(b"\x00")
+        raise SourceError(
+            f"source {path} is not a text file: it holds binary data (a NUL byte at byte {at:,}); "
+            "export the data as CSV, Parquet or .xlsx"
         )
-    return SourceError(f"source {path} could not be read: {msg}")
+    decoder = codecs.getincrementaldecoder(_py_codec(encoding))(errors="strict")
+    try:
+        text = decoder.decode(raw, final=len(raw) < SNIFF_BYTES)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SourceError(
+            f"source {path} is not valid {encoding or 'UTF-8'} text: byte {raw[exc.start : exc.start + 1]!r} on "
+            f"line {line:,} does not decode. Save the file as UTF-8, or set `encoding:` (e.g. latin-1) in "
+            "a column mapping file"
+        ) from None
+    lines = text.splitlines()
+    if len(raw) == SNIFF_BYTES and lines:
+        lines = lines[:-1]  # the last line may be cut
+    return [(i, line) for i, line in enumerate(lines, 1) if line.strip(" \t,;|")]
+
+
+def _py_codec(encoding: str | None) -> str:
+    try:
+        return codecs.lookup(encoding or "utf-8").name
+    except LookupError:
+        raise SourceError(
+            f"`encoding: {encoding}` in the column mapping file is not an encoding Python knows"
+        ) from None
+
+
+def split_fields(line: str, delimiter: str) -> list[str]:
+    if delimiter == WHITESPACE:
+        return line.split()
+    return next(csv.reader([line], delimiter=delimiter, quotechar='"'))
+
+
+def inspect_text(path: Path, mapping: ColumnMapping) -> TextLayout:
+    """Judge a text file's layout from its first lines, or raise a SourceError that says what was seen and
+    which mapping key changes it: one column, a varying number of fields on line N, names that do not
+    match, a header where `header: false` says there is none."""
+    encoding = mapping.encoding or "utf-8"
+    lines = _sample_lines(path, mapping.encoding)
+    if not lines:
+        raise SourceError(f"source {path} holds no data rows (only blank lines)")
+    delimiter = mapping.delimiter or _detect_delimiter(path, lines)
+    counts = [(n, len(split_fields(text, delimiter))) for n, text in lines]
+    first_n, expected = counts[0]
+    if expected == 1 and delimiter != WHITESPACE:
+        first = lines[0][1]
+        seps = [d for d in DELIMITER_CANDIDATES if d in first and d != delimiter]
+        if mapping.delimiter and seps:
+            hint = f"the file seems to be separated by {seps[0]!r}: set `delimiter: {seps[0]!r}`"
+        elif len(first.split()) > 1:
+            hint = "the file seems to be separated by spaces: set `delimiter: whitespace`"
+        else:
+            hint = "set `delimiter:` in the column mapping file to the character between its fields"
+        said = f"with `delimiter: {delimiter!r}`" if mapping.delimiter else "with no delimiter found"
+        raise SourceError(f"source {path}: line {first_n} was read as one column ({_show(first)}) {said}; {hint}")
+    for n, count in counts[1:]:
+        if count != expected:
+            what = "the header" if mapping.header else f"line {first_n}"
+            how = "`delimiter: whitespace`" if delimiter == WHITESPACE else f"delimiter {delimiter!r}"
+            raise SourceError(
+                f"source {path}: line {n:,} has {count} fields where {what} has {expected} (split by {how}; "
+                f"line {n:,}: {_show(dict(lines)[n])}). Fix the file, or set `delimiter:` in the column "
+                "mapping file if it is not the one between the fields"
+            )
+    first_fields = [f.strip() for f in split_fields(lines[0][1], delimiter)]
+    if mapping.names is not None and len(mapping.names) != expected:
+        raise SourceError(
+            f"source {path}: `names:` lists {len(mapping.names)} names but the file has {expected} columns "
+            f"(line {first_n}: {_show(lines[0][1])})"
+        )
+    if not mapping.header:
+        if mapping.names is None:
+            raise SourceError(
+                f"source {path}: `header: false` needs `names:`, the column names in file order "
+                f"(the file has {expected} columns; line {first_n}: {_show(lines[0][1])})"
+            )
+        if len(lines) > 1 and _looks_like_header(
+            first_fields, [f.strip() for f in split_fields(lines[1][1], delimiter)]
+        ):
+            raise SourceError(
+                f"source {path}: `header: false`, but line {first_n} looks like a header "
+                f"({', '.join(first_fields)}: text where the next lines have numbers). Remove `header: false` "
+                "(`names:` then replaces the header's names), or remove the header line from the file"
+            )
+    names = list(mapping.names) if mapping.names is not None else first_fields
+    return TextLayout(delimiter=delimiter, header=mapping.header, names=names, encoding=encoding)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.replace(",", "."))
+    except ValueError:
+        return False
+    return True
+
+
+def _looks_like_header(first: list[str], second: list[str]) -> bool:
+    """Line 1 is a header when it has no number where line 2 has numbers."""
+    numeric_below = [i for i, v in enumerate(second) if v and _is_number(v)]
+    return bool(numeric_below) and not any(_is_number(first[i]) for i in numeric_below if i < len(first))
+
+
+def _detect_delimiter(path: Path, lines: list[tuple[int, str]]) -> str:
+    """The candidate that splits the first lines into the same number (> 1) of fields; else the one that
+    splits line 1 most (the field count check then names the line that differs)."""
+    best, best_score = ",", (-1, -1)
+    for d in DELIMITER_CANDIDATES:
+        counts = [len(split_fields(text, d)) for _, text in lines[:200]]
+        if counts[0] < 2:
+            continue
+        score = (sum(c == counts[0] for c in counts), counts[0])
+        if score > best_score:
+            best, best_score = d, score
+    return best
 
 
 def stage_file(
@@ -297,53 +526,111 @@ def stage_file(
     base_params = {"path": str(path), "file": path.name, "sha": sha256, "loaded_at": loaded_at}
     if transform:
         base_params.update(transform[1])
-    lineage = "$file AS _source_file, $sha AS _source_sha256, {sheet} AS _sheet, {rownum} AS _row_number, CAST($loaded_at AS TIMESTAMP) AS _loaded_at"
     if name.endswith(".xlsx"):
-        return _stage_xlsx(con, path, table, mapping, base_params, transform)
-    if name.endswith(".parquet"):
-        reader, params = "read_parquet($path, file_row_number = true)", {}
-        rownum = "src.file_row_number + 1"
-    else:
-        opts, params = _csv_options(mapping)
-        reader = f"read_csv($path, {opts})"
-        rownum = "row_number() OVER ()"
-    params = {**base_params, **params}
-    try:
-        described = con.execute(
-            f"DESCRIBE SELECT * FROM {reader}", {k: v for k, v in params.items() if k in ("path", "delim", "encoding")}
-        ).fetchall()
-    except duckdb.Error as exc:
-        raise _read_error(path, exc) from exc
-    types = {r[0]: r[1] for r in described if r[0] != "file_row_number"}
-    header = list(types)
-    if len(header) == 1:
-        seps = [d for d in (";", ",", "\t", "|") if d in header[0] and d != mapping.delimiter]
-        if seps:
-            said = (
-                f"the column mapping sets delimiter {mapping.delimiter!r}"
-                if mapping.delimiter
-                else "the delimiter was detected wrongly"
-            )
+        if not mapping.header or mapping.names is not None:
             raise SourceError(
-                f"source {path}: the header was read as one column ({header[0][:80]!r}): the file seems to be "
-                f"separated by {seps[0]!r} but {said}. Set `delimiter: {seps[0]!r}` in the column mapping file "
-                "(or remove a wrong one)."
+                f"source {path}: `header:` and `names:` apply to text files; a workbook's first row is its header"
             )
+        return _stage_xlsx(con, path, table, mapping, base_params, transform)
+    params: dict = {}
+    if name.endswith(".parquet"):
+        reader = "read_parquet($path, file_row_number = true)"
+        rownum = "src.file_row_number + 1"
+        try:
+            described = con.execute(f"DESCRIBE SELECT * FROM {reader}", {"path": str(path)}).fetchall()
+        except duckdb.Error as exc:
+            raise SourceError(f"source {path} could not be read as Parquet: {_first_line(exc)}") from None
+        types = {r[0]: r[1] for r in described if r[0] != "file_row_number"}
+    else:
+        layout = inspect_text(path, mapping)
+        reader, rownum, params = _text_reader(path, layout)
+        types = dict.fromkeys(layout.names, "VARCHAR")
+    header = list(types)
+    dup = sorted({h for h in header if _norm(h) and [_norm(x) for x in header].count(_norm(h)) > 1})
+    if dup:
+        raise SourceError(
+            f"source {path}: the header repeats column name(s) {dup}: which one is meant cannot be told. "
+            "Rename them in the file, or set `names:` in the column mapping file"
+        )
     cols = resolve_columns(header, mapping, where=f"source {path}")
+    rule = order_rule(cols, mapping)
+    lineage = (
+        "$file AS _source_file, $sha AS _source_sha256, CAST(NULL AS VARCHAR) AS _sheet, "
+        f"{rownum} AS _row_number, CAST($loaded_at AS TIMESTAMP) AS _loaded_at, $order_rule AS _order_rule"
+    )
     sql = _insert_sql(
         table,
-        f"SELECT\n  {_select_list(cols, mapping, types=types)},\n  "
-        + lineage.format(sheet="CAST(NULL AS VARCHAR)", rownum=rownum)
-        + f"\nFROM {reader} AS src",
+        f"SELECT\n  {_select_list(cols, mapping, types=types)},\n  {lineage}\nFROM {reader} AS src",
         transform,
     )
     try:
         before = con.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchall()[0][0]
-        con.execute(sql, params)
+        con.execute(sql, {**base_params, **params, "order_rule": rule})
         after = con.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchall()[0][0]
     except duckdb.Error as exc:
-        raise _read_error(path, exc) from exc
+        raise _read_error(path, exc) from None
     return after - before
+
+
+def order_rule(cols: dict[str, str | None], mapping: ColumnMapping) -> str | None:
+    """None for a file of sales lines (it has an invoice column); for an order-level export (no invoice
+    column), how its rows make orders: per_row or per_day (ColumnMapping.orders)."""
+    return None if cols["invoice"] else (mapping.orders or "per_row")
+
+
+def _text_reader(path: Path, layout: TextLayout) -> tuple[str, str, dict]:
+    """The FROM clause that reads a text file in `layout`, its row-number expression and its parameters.
+    Delimited files: DuckDB's CSV reader with every dialect setting given (nothing left to its sniffer,
+    which can skip lines it does not like). Whitespace files: each line split on runs of spaces/tabs."""
+    params = {"encoding": layout.encoding}
+    if layout.delimiter != WHITESPACE:
+        params.update(delim=layout.delimiter, names=layout.names)
+        reader = (
+            "read_csv($path, all_varchar = true, header = $header, names = $names, delim = $delim, quote = '\"', "
+            "escape = '\"', skip = 0, null_padding = false, encoding = $encoding)"
+        )
+        return reader, "row_number() OVER ()", {**params, "header": layout.header}
+    fields = ", ".join(f"parts[{i}] AS {quote_ident(n)}" for i, n in enumerate(layout.names, 1))
+    lines = (
+        "SELECT row_number() OVER () AS __line, line, "
+        "regexp_split_to_array(trim(line, chr(32) || chr(9) || chr(13)), '[ \\t]+') AS parts "
+        "FROM read_csv($path, columns = {'line': 'VARCHAR'}, header = false, delim = chr(0), quote = '', "
+        "escape = '', auto_detect = false, encoding = $encoding)"
+    )
+    first = 2 if layout.header else 1
+    reader = (
+        f"(SELECT {fields}, __line - {first - 1} AS __row FROM ({lines}) "
+        f"WHERE __line >= {first} AND trim(line, chr(32) || chr(9) || chr(13)) <> '')"
+    )
+    return reader, "src.__row", params
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _read_error(path: Path, exc: Exception) -> SourceError:
+    """DuckDB's reading error as the cause it names: a line with another number of fields, text that does
+    not decode, or (anything else) its first line."""
+    text = str(exc)
+    line = re.search(r"CSV Error on Line: (\d+)", text)
+    fields = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", text)
+    if fields:
+        at = f"line {int(line.group(1)):,}" if line else "a line"
+        return SourceError(
+            f"source {path}: {at} has {fields.group(2)} fields where the header has {fields.group(1)}. "
+            "Fix the file, or set `delimiter:` in the column mapping file if it is not the one between the fields"
+        )
+    if "Invalid unicode" in text or "byte sequence mismatch" in text:
+        at = f" on line {int(line.group(1)):,}" if line else ""
+        return SourceError(
+            f"source {path} is not valid UTF-8 text{at}. Save it as UTF-8, or set `encoding:` (e.g. latin-1) in "
+            "a column mapping file"
+        )
+    if "No space left" in text:
+        return SourceError(f"no space left on device while loading {path}: {_first_line(exc)}")
+    return SourceError(f"source {path} could not be read: {_first_line(exc)}")
 
 
 def _insert_sql(table: str, select_sql: str, transform: tuple[str, dict] | None) -> str:
@@ -392,6 +679,7 @@ def _stage_xlsx(con, path: Path, table: str, mapping: ColumnMapping, base_params
         sheet_mapping = ColumnMapping(
             amount=renamed.get(mapping.amount) if mapping.amount else None,
             date_format=mapping.date_format,
+            orders=mapping.orders,
         )
         view = "__xlsx_sheet"
         con.register(view, tbl)
@@ -400,12 +688,13 @@ def _stage_xlsx(con, path: Path, table: str, mapping: ColumnMapping, base_params
                 table,
                 f"SELECT\n  {_select_list(sheet_cols, sheet_mapping)},\n  "
                 "$file AS _source_file, $sha AS _source_sha256, $sheet AS _sheet, "
-                "row_number() OVER () AS _row_number, CAST($loaded_at AS TIMESTAMP) AS _loaded_at\n"
+                "row_number() OVER () AS _row_number, CAST($loaded_at AS TIMESTAMP) AS _loaded_at, "
+                "$order_rule AS _order_rule\n"
                 f"FROM {view} AS src",
                 transform,
             )
             params = {k: v for k, v in base_params.items() if k != "path"}  # the sheet is read by calamine
-            con.execute(sql, {**params, "sheet": sheet_name})
+            con.execute(sql, {**params, "sheet": sheet_name, "order_rule": order_rule(cols, mapping)})
             total += len(body)
         finally:
             con.unregister(view)
@@ -418,5 +707,6 @@ RAW_DDL = (
     "("
     + ", ".join(f"{c} VARCHAR" for c in CANONICAL)
     + "".join(f", {alias} {kind}" for alias, kind in NATIVE.values())
-    + ", _source_file VARCHAR, _source_sha256 VARCHAR, _sheet VARCHAR, _row_number BIGINT, _loaded_at TIMESTAMP)"
+    + ", _source_file VARCHAR, _source_sha256 VARCHAR, _sheet VARCHAR, _row_number BIGINT, _loaded_at TIMESTAMP,"
+    " _order_rule VARCHAR)"
 )

@@ -25,6 +25,7 @@ COLUMNS = {
     "_sheet": "Workbook sheet (xlsx sources)",
     "_row_number": "Row number in the source file or sheet",
     "_loaded_at": "When the file was loaded",
+    "_order_rule": "NULL for sales lines (the file has an invoice column); per_row or per_day for an order-level export (how its rows make orders)",
     "quantity_value": "Quantity parsed at ingest (NULL = unparseable)",
     "price_value": "Price parsed at ingest (NULL = unparseable)",
     "invoice_ts": "Invoice date parsed at ingest (NULL = unparseable)",

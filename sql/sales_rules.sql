@@ -3,6 +3,9 @@
 -- after normalisation) are found separately (duplicate_lines.sql).
 -- Input: raw_batch, the raw_transactions rows being cleaned: the rows of newly loaded source files (or
 -- every row, when the cleaning SQL changed or a file was removed or replaced).
+-- Order-level exports (no invoice column; raw _order_rule per_row or per_day) get an order key instead
+-- of an invoice: ORD-<customer>-<timestamp> (per_row: a customer's rows with the same timestamp are one
+-- order) or ORD-<customer>-<date> (per_day: a customer's rows of one day are one order).
 with non_product_codes as (
     -- service lines, fees and adjustments that are not product sales (UCI Online Retail II)
     select * from (
@@ -15,7 +18,6 @@ with non_product_codes as (
 normalised as (
     select
         r.*,
-        upper(trim(r.invoice)) as invoice_norm,
         trim(r.stock_code) as stock_code_norm,
         nullif(nullif(trim(r.description), ''), 'nan') as description_norm,
         -- IDs arrive as float text ("17850.0"); the empty cell as '', 'nan', 'NA' or 'None'
@@ -26,6 +28,23 @@ normalised as (
         nullif(trim(r.country), '') as country_norm,
         nullif(trim(r.store), '') as store_norm
     from raw_batch as r
+),
+
+keyed as (
+    select
+        n.*,
+        case
+            when n._order_rule is null then upper(trim(n.invoice))
+            when n.invoice_ts is not null
+                then
+                    'ORD-' || coalesce(n.customer_norm, '') || '-'
+                    || if(
+                        n._order_rule = 'per_day',
+                        strftime(n.invoice_ts, '%Y%m%d'),
+                        strftime(n.invoice_ts, '%Y%m%dT%H%M%S')
+                    )
+        end as invoice_norm
+    from normalised as n
 )
 
 select
@@ -35,7 +54,7 @@ select
         n.customer_norm, n.country_norm, n.store_norm
     ) as line_hash,
     case
-        when n.invoice_norm is null or n.invoice_norm = '' then 'missing_invoice'
+        when n._order_rule is null and (n.invoice_norm is null or n.invoice_norm = '') then 'missing_invoice'
         when n.invoice_ts is null then 'unparseable_date'
         when
             n.invoice_ts < timestamp '1990-01-01' or n.invoice_ts > n._loaded_at + interval 1 day
@@ -53,4 +72,4 @@ select
         when n.price_value <= 0 then 'non_positive_price'
         when n.customer_norm is null then 'missing_customer'
     end as rule_reason
-from normalised as n
+from keyed as n

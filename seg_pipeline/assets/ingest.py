@@ -12,7 +12,13 @@ from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview, sql_r
 
 TABLE = "raw_transactions"
 MAPPING_STATE = "raw_transactions.mapping"  # the column mapping the raw rows were loaded under (_pipeline_state)
-LOAD = "__load_raw"  # what the readers produce, before the parsed columns are added
+LOAD = "__load_raw"
+# how the rows of a file make orders (raw _order_rule), in the words the metadata shows
+ORDER_RULE_TEXT = {
+    None: "line items: the invoice column groups lines into orders",
+    "per_row": "order-level export (no invoice column): one order per customer and timestamp (orders: per_row)",
+    "per_day": "order-level export (no invoice column): one order per customer and day (orders: per_day)",
+}  # what the readers produce, before the parsed columns are added
 
 
 @dg.asset(
@@ -27,7 +33,10 @@ LOAD = "__load_raw"  # what the readers produce, before the parsed columns are a
         "loaded into DuckDB exactly as it is: all values as text under canonical column names, plus the "
         "source file name, its SHA-256, the sheet, the row number and the load time, and beside the text "
         "what it parses to (quantity_value, price_value, invoice_ts; NULL where it does not parse; "
-        "sql/raw_transactions.sql). Ingestion is keyed "
+        "sql/raw_transactions.sql). Text files are read with their layout stated or detected from the first "
+        "lines (delimiter or runs of whitespace, header or `names:`, either line end); an order-level export "
+        "without an order id makes one order per customer and timestamp (or day, `orders: per_day`), as the "
+        "`orders` metadata says. Ingestion is keyed "
         "by file hash: a file already loaded is not read again; a changed file replaces its old rows."
     ),
 )
@@ -102,6 +111,7 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
             f"max(_loaded_at) AS loaded_at FROM {TABLE} GROUP BY ALL ORDER BY file, sheet"
         ).df()
         absent = [c for c in readers.OPTIONAL if con.execute(f"SELECT count({c}) FROM {TABLE}").fetchall()[0][0] == 0]
+        rules = [r[0] for r in con.execute(f"SELECT DISTINCT _order_rule FROM {TABLE} ORDER BY 1").fetchall()]
         md_preview = preview(con, TABLE)
         table_meta = table_metadata(con, TABLE)
 
@@ -115,6 +125,7 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
         "rows_loaded_this_run": sum(per_file.values()),
         "stale_files_removed": len(stale),
         "columns_absent_in_source": ", ".join(absent) or "none",
+        "orders": "; ".join(ORDER_RULE_TEXT[r] for r in rules),
         "preview": md_preview,
     }
     if per_file:

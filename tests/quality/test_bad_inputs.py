@@ -288,7 +288,7 @@ FAILS = {
     "latin-1 CSV ('£' in descriptions)": Case(
         latin1_csv,
         "raw_transactions",
-        ["{file}", "could not be read", "not valid UTF-8", "encoding:", "latin-1"],
+        ["{file}", "is not valid UTF-8 text: byte b'\\xa3' on line ", "does not decode", "encoding:", "latin-1"],
     ),
     "negative prices everywhere": Case(
         negative_prices,
