@@ -1,4 +1,4 @@
-"""Quarterly partitions: a partition key is the quarter's first day; its snapshot is taken at the quarter's last day."""
+"""Quarterly partitions: the quarters the data covers (dynamic partitions), and the quarter arithmetic."""
 
 from __future__ import annotations
 
@@ -7,26 +7,43 @@ from datetime import date, datetime, timedelta
 
 import dagster as dg
 
-from .settings import first_quarter
+QUARTERS = "quarters"
 
-# There is no quarterly partitions class: a time window partition on the first day of every third month.
-quarterly_partitions = dg.TimeWindowPartitionsDefinition(
-    cron_schedule="0 0 1 */3 *",
-    start=first_quarter(),
-    fmt="%Y-%m-%d",
-    timezone="UTC",
-)
+# The quarters the loaded data covers, and no others: cleaned_sales registers them in the Dagster instance
+# (sync_quarters) each time it publishes, so the UI, a backfill over "all" and the schedule see exactly those,
+# from whatever year the data starts. A key is the quarter's first day (2011-07-01); its snapshot is taken at
+# the quarter's last day. A quarter is covered once the data reaches its last day: the quarter in progress
+# (or a last quarter the export stops inside) is not offered until it is complete.
+#
+# Dynamic partitions cannot be mapped to their predecessor in Dagster (TimeWindowPartitionMapping needs time
+# window partitions), so the reads of the previous quarter (the kept segment model, last quarter's segments)
+# are not edges of the asset graph: the assets that make them say so in their descriptions, and refuse to run
+# when the previous covered quarter has not been segmented yet.
+quarterly_partitions = dg.DynamicPartitionsDefinition(name=QUARTERS)
 
 
-def previous_quarters(asset: str, include_this: bool = False) -> dg.AssetDep:
-    """A dependency on `asset`'s previous quarter (and, with include_this, the same quarter too). The first
-    quarter of the data has no previous one: allowed."""
-    return dg.AssetDep(
-        asset,
-        partition_mapping=dg.TimeWindowPartitionMapping(
-            start_offset=-1, end_offset=0 if include_this else -1, allow_nonexistent_upstream_partitions=True
-        ),
-    )
+def registered_quarters(instance: dg.DagsterInstance) -> list[str]:
+    return list(instance.get_dynamic_partitions(QUARTERS))
+
+
+def sync_quarters(instance: dg.DagsterInstance, covered: list[str]) -> tuple[list[str], list[str]]:
+    """Make the registered quarters exactly `covered` (sorted keys), listed in time order. Returns the keys
+    added and removed. A quarter no longer covered (the source changed) is removed; its materialisations stay
+    in the run history."""
+    existing = registered_quarters(instance)
+    if existing == covered:
+        return [], []
+    removed = [k for k in existing if k not in covered]
+    kept = [k for k in existing if k in covered]
+    added = [k for k in covered if k not in existing]
+    if kept != sorted(kept) or (kept and added and min(added) < kept[-1]):
+        # an earlier quarter appears (data going further back): register all again, so the UI lists them in order
+        removed, added = existing, covered
+    for k in removed:
+        instance.delete_dynamic_partition(QUARTERS, k)
+    if added:
+        instance.add_dynamic_partitions(QUARTERS, added)
+    return [k for k in added if k not in existing], [k for k in removed if k not in covered]
 
 
 @dataclass(frozen=True)

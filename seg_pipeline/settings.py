@@ -13,7 +13,6 @@ Environment variables:
                                  for an installed wheel, `.seg_home` in the current directory)
     SEG_PIPELINE_SOURCE          a transactions file or a folder of files (default: the generated sample)
     SEG_PIPELINE_COLUMN_MAPPING  a YAML file mapping another export's columns (see README, "Configuration")
-    SEG_PIPELINE_FIRST_QUARTER   first quarter of the partition set, as its start date (default 2009-10-01)
     SEG_PIPELINE_DUCKDB_MEMORY   DuckDB's memory limit before it spills to disk (default 2GB)
 """
 
@@ -45,7 +44,6 @@ IN_CHECKOUT = (PROJECT_ROOT / "pyproject.toml").is_file()
 # in a checkout the README's commands use <checkout>/.seg_home; an installed wheel has no checkout, so the
 # default is .seg_home in the current directory (relative: home_dir() resolves it when called)
 DEFAULT_HOME = PROJECT_ROOT / ".seg_home" if IN_CHECKOUT else Path(".seg_home")
-DEFAULT_FIRST_QUARTER = "2009-10-01"
 SAMPLE_FILE_NAME = "online_retail_II_sample.csv"
 
 
@@ -69,7 +67,3 @@ def configured_mapping() -> str:
 
 def duckdb_memory_limit() -> str:
     return os.environ.get("SEG_PIPELINE_DUCKDB_MEMORY", "2GB")
-
-
-def first_quarter() -> str:
-    return os.environ.get("SEG_PIPELINE_FIRST_QUARTER", DEFAULT_FIRST_QUARTER)

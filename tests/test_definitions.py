@@ -7,7 +7,7 @@ import itertools
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -15,7 +15,8 @@ import pytest
 from dagster._utils.schedules import cron_string_iterator
 
 from seg_pipeline.definitions import ALL_ASSETS, defs
-from seg_pipeline.partitions import quarterly_partitions
+from seg_pipeline.partitions import quarterly_partitions, quarters_covered, registered_quarters, sync_quarters
+from seg_pipeline.schedules import TARGET_TAG
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,9 +55,10 @@ EXPECTED_PARENTS = {
     "customer_features": {"cleaned_sales"},
     "scaled_matrix": {"customer_features"},
     "scaled_matrix_columns": {"customer_features"},
-    # the kept model and the previous quarter's segments come from the asset's own previous partition
-    "clustering_model": {"scaled_matrix", "customer_features", "clustering_model"},
-    "segment_assignments": {"clustering_model", "customer_features", "segment_assignments"},
+    # the kept model and the previous quarter's segments come from the asset's own previous partition, which
+    # Dagster cannot draw between dynamic partitions (no mapping to the partition before): not an edge
+    "clustering_model": {"scaled_matrix", "customer_features"},
+    "segment_assignments": {"clustering_model", "customer_features"},
     "segment_summary": {"clustering_model", "customer_features"},
     "segment_migration_history": {"segment_assignments", "customer_features", "clustering_model"},
     "segment_insights": INSIGHTS_READS,
@@ -100,13 +102,9 @@ def test_dependencies_are_the_true_lineage():
         k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys} for k in graph.get_all_asset_keys()
     }
     assert parents == EXPECTED_PARENTS
-    # the self-dependencies read exactly the previous quarter, and migration reads this and the last
-    for name in ("clustering_model", "segment_assignments"):
-        key = dg.AssetKey(name)
-        mapping = graph.get_partition_mapping(key, key)
-        assert (mapping.start_offset, mapping.end_offset) == (-1, -1), name
-    mapping = graph.get_partition_mapping(dg.AssetKey("segment_migration_history"), dg.AssetKey("segment_assignments"))
-    assert (mapping.start_offset, mapping.end_offset) == (-1, 0)
+    # the previous-quarter reads that are not edges are stated where the data team reads lineage
+    for name in ("clustering_model", "segment_migration_history"):
+        assert "previous" in graph.get(dg.AssetKey(name)).description, name
 
 
 def test_every_table_a_run_writes_is_an_asset(full_run):
@@ -135,14 +133,18 @@ def test_partitioning():
         assert spec.partitions_def == (quarterly_partitions if name in PARTITIONED else None), name
 
 
-def test_job_and_schedule_exist():
+def test_jobs_schedule_and_sensor_exist():
     job = defs.resolve_job_def("quarterly_segmentation_job")
     assert job.partitions_def == quarterly_partitions
-    schedule = defs.resolve_schedule_def("quarterly_segmentation_schedule")
-    assert schedule.job_name == "quarterly_segmentation_job"
-    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     selected = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
     assert selected == all_asset_names() >= ASSET_NAMES  # the job refreshes every asset
+    ingest = defs.resolve_job_def("ingest_job")
+    assert {k.to_user_string() for k in ingest.asset_layer.selected_asset_keys} == set(EXPECTED_PARENTS) - PARTITIONED
+    schedule = defs.resolve_schedule_def("quarterly_segmentation_schedule")
+    assert schedule.job_name == "ingest_job"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    sensor = defs.resolve_sensor_def("segment_new_quarter")
+    assert sensor.job_name == "quarterly_segmentation_job"
 
 
 def test_schedule_fires_on_quarter_starts():
@@ -160,24 +162,39 @@ def test_schedule_fires_on_quarter_starts():
     assert all(t.utcoffset().total_seconds() == 0 for t in ticks)
 
 
-def test_schedule_tick_fills_the_quarter_that_just_ended():
+def test_schedule_tick_targets_the_quarter_that_just_ended():
     schedule = defs.resolve_schedule_def("quarterly_segmentation_schedule")
     with dg.instance_for_test() as instance:
         ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(2026, 4, 1, tzinfo=UTC))
         data = schedule.evaluate_tick(ctx)
     requests = data.run_requests or []
-    assert [r.partition_key for r in requests] == ["2026-01-01"]
+    assert [(r.job_name or schedule.job_name, r.tags[TARGET_TAG]) for r in requests] == [("ingest_job", "2026-01-01")]
 
 
-def test_partition_keys_are_quarter_starts():
-    keys = quarterly_partitions.get_partition_keys(current_time=datetime(2012, 1, 2, tzinfo=UTC))
-    assert [k for k in keys if k.startswith("2010")] == ["2010-01-01", "2010-04-01", "2010-07-01", "2010-10-01"]
-    assert keys[0] == "2009-10-01"
-    assert keys[-1] == "2011-10-01"  # the last quarter that has ended by then
-    earlier = quarterly_partitions.get_partition_keys(current_time=datetime(2011, 12, 31, tzinfo=UTC))
-    assert earlier[-1] == "2011-07-01"  # 2011-Q4 is not a partition before it ends
-    window = quarterly_partitions.time_window_for_partition_key("2010-07-01")
-    assert (window.start.date().isoformat(), window.end.date().isoformat()) == ("2010-07-01", "2010-10-01")
+def test_quarters_registered_are_exactly_the_covered_ones():
+    """sync_quarters leaves exactly the covered quarters, listed in time order, when the data grows at either
+    end or shrinks."""
+    with dg.instance_for_test() as instance:
+        assert sync_quarters(instance, ["2010-01-01", "2010-04-01"]) == (["2010-01-01", "2010-04-01"], [])
+        assert sync_quarters(instance, ["2010-01-01", "2010-04-01"]) == ([], [])
+        assert sync_quarters(instance, ["2010-01-01", "2010-04-01", "2010-07-01"]) == (["2010-07-01"], [])
+        assert sync_quarters(instance, ["1997-01-01", "2010-01-01", "2010-04-01", "2010-07-01"])[0] == ["1997-01-01"]
+        assert registered_quarters(instance) == ["1997-01-01", "2010-01-01", "2010-04-01", "2010-07-01"]
+        assert sync_quarters(instance, ["2010-04-01"]) == ([], ["1997-01-01", "2010-01-01", "2010-07-01"])
+        assert quarterly_partitions.get_partition_keys(dynamic_partitions_store=instance) == ["2010-04-01"]
+
+
+def test_quarters_covered_follow_the_data():
+    # a partial first quarter is offered (its as-of date is inside the data); an incomplete last one is not
+    keys = [q.key for q in quarters_covered(date(2009, 12, 1), date(2011, 12, 9))]
+    assert keys[0] == "2009-10-01" and keys[-1] == "2011-07-01" and len(keys) == 8
+    assert [q.key for q in quarters_covered(date(1997, 1, 1), date(1997, 12, 31))] == [
+        "1997-01-01",
+        "1997-04-01",
+        "1997-07-01",
+        "1997-10-01",
+    ]
+    assert quarters_covered(date(2011, 12, 1), date(2011, 12, 9)) == []
 
 
 @pytest.mark.slow  # a `dagster` subprocess loading the code location (~4 s)

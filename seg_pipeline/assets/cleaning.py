@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from ..partitions import Quarter, quarter_of, quarters_covered, sync_quarters
 from ..resources import Warehouse
 from ..sql import load_sql, sql_fingerprint
 from ..storage import get_state, publish_tables, table_exists
@@ -20,7 +21,9 @@ CLEANED_DESCRIPTION = (
     "values, dates out of range, exact duplicate lines and rows repeated across workbook sheets. "
     "raw = cleaned + rejected. Incremental: when source files were only added (same cleaning SQL, no "
     "file removed or replaced), only their rows are cleaned and appended, and checked for duplicates "
-    "against the published lines; otherwise everything is recleaned."
+    "against the published lines; otherwise everything is recleaned. Each publication registers the quarters "
+    "the sales cover (from the first sale's quarter to the last quarter the data reaches the end of) as the "
+    "quarterly assets' partitions."
 )
 
 
@@ -116,6 +119,8 @@ def _clean(context: dg.AssetExecutionContext, warehouse: Warehouse):
             f"SELECT min(invoice_date), max(invoice_date), count(DISTINCT customer_id), sum(line_revenue) FROM {TABLE}"
         ).fetchall()[0]
         md_preview = preview(con, TABLE)
+        quarters = covered_quarters(span[0], span[1])
+        added, removed = sync_quarters(context.instance, [q.key for q in quarters])
         cleaned_meta, rejected_meta = table_metadata(con, TABLE), table_metadata(con, REJECTED)
 
     meta = {
@@ -130,6 +135,9 @@ def _clean(context: dg.AssetExecutionContext, warehouse: Warehouse):
         "revenue": float(span[3] or 0),
         "skipped_unchanged": mode == "unchanged",
         "cleaning_mode": mode,
+        "quarters": ", ".join(q.label for q in quarters) or "none",
+        "quarters_registered": dg.MetadataValue.json({"added": added, "removed": removed}),
+        "not_yet_a_quarter": _incomplete_note(span[1], quarters),
         "raw_files_cleaned_this_run": len(new_files),
         "preview": md_preview,
     }
@@ -143,6 +151,26 @@ def _clean(context: dg.AssetExecutionContext, warehouse: Warehouse):
             "rejected_by_reason": dg.MetadataValue.md(md_table(reasons, max_rows=50)),
             "skipped_unchanged": mode == "unchanged",
         },
+    )
+
+
+def covered_quarters(first_sale, last_sale) -> list[Quarter]:
+    """The quarters the cleaned sales cover (none when there are none)."""
+    if first_sale is None or last_sale is None:
+        return []
+    return quarters_covered(first_sale.date(), last_sale.date())
+
+
+def _incomplete_note(last_sale, quarters: list[Quarter]) -> str:
+    """What the data holds after its last complete quarter: not offered until that quarter is complete."""
+    if last_sale is None:
+        return "no sales"
+    tail = quarter_of(last_sale)
+    if quarters and quarters[-1].key == tail.key:
+        return "none: the data reaches the end of its last quarter"
+    return (
+        f"{tail.label} (sales to {last_sale:%Y-%m-%d}, the quarter ends {tail.as_of_date}): offered as a partition "
+        "once the data reaches its last day"
     )
 
 

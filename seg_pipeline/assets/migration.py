@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from ..insights.analysis import LAPSED, NEW, RETURNING, transition_counts
-from ..partitions import parse_quarter, previous_quarters, quarterly_partitions
+from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import Warehouse
 from ..storage import create_stage_from_df, publish_partition
 from ..tables import chosen_model_row, has_sales_before
@@ -62,7 +62,7 @@ def migrate(
     owners=ANALYTICS_OWNERS,
     kinds={"duckdb", "pandas"},
     deps=[
-        previous_quarters("segment_assignments", include_this=True),
+        "segment_assignments",
         "customer_features",
         "clustering_model",
     ],
@@ -75,7 +75,9 @@ def migrate(
         "they bought before but not in the previous quarter's look-back window; to_segment is 'lapsed' for "
         "customers no longer in the window. Each row carries the model version of both quarters, and the "
         "metadata says whether this quarter's model was reused or refitted, so a refit's moves can be told "
-        "apart from behaviour. Re-running a quarter rewrites that quarter's rows only."
+        "apart from behaviour. Re-running a quarter rewrites that quarter's rows only. Reads segment_assignments "
+        "of this quarter and the previous one (the previous partition is not drawn as an edge: Dagster cannot "
+        "map a dynamic partition to the one before it)."
     ),
 )
 def segment_migration_history(context: dg.AssetExecutionContext, warehouse: Warehouse):

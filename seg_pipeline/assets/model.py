@@ -12,7 +12,7 @@ import sklearn
 
 from ..ml import segment_model as sm
 from ..ml.scaling import build_matrix
-from ..partitions import parse_quarter, previous_quarters, quarterly_partitions
+from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import PipelineHome, Warehouse
 from ..storage import atomic_write_bytes, create_stage_from_df, publish_partition
 from ..tables import (
@@ -249,7 +249,6 @@ def _kept_model(con, pipeline: PipelineHome, q, config: "ModelConfig"):
     deps=[
         "scaled_matrix",
         "customer_features",
-        previous_quarters(MODEL),
     ],
     partitions_def=quarterly_partitions,
     check_specs=[contract_spec(MODEL, quarterly_partitions)],
@@ -263,7 +262,9 @@ def _kept_model(con, pipeline: PipelineHome, q, config: "ModelConfig"):
         "from every centroid, or a cluster no longer meets its name's conditions); a refit starts from the kept "
         "clusters and carries their names over. Saved as models/<quarter>/segment_model.joblib (loadable with "
         "joblib; .predict(customer_features frame) gives segment names). The table has one row per k tried at "
-        "the fit, the decision and the drift figures on the chosen row."
+        "the fit, the decision and the drift figures on the chosen row. Reads the previous quarter's model "
+        "(its own previous partition: not drawn as an edge, Dagster cannot map a dynamic partition to the one "
+        "before it) and refuses to run before that quarter is segmented."
     ),
 )
 def clustering_model(

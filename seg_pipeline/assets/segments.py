@@ -7,7 +7,7 @@ import pandas as pd
 from ..insights.analysis import headline_of
 from ..ml.naming import segment_info
 from ..ml.segment_model import SegmentModel
-from ..partitions import parse_quarter, previous_quarters, quarterly_partitions
+from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import PipelineHome, Warehouse
 from ..storage import create_stage_from_df, publish_partition
 from ..tables import ModelFileError, chosen_model_row, load_model, quarter_assignments, read_features
@@ -98,7 +98,6 @@ def retained_changes(previous: pd.DataFrame, current: pd.DataFrame) -> tuple[int
             deps=[
                 "clustering_model",
                 "customer_features",
-                previous_quarters(TABLE),
             ],
             metadata={"dagster/table_name": f"warehouse.main.{TABLE}"},
             description=(

@@ -1,0 +1,111 @@
+"""Quarters follow the data: the partitions are the quarters the loaded sales cover, from whatever year the
+data starts; the quarterly refresh segments the quarter that has just ended once the data reaches it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from seg_pipeline.definitions import defs
+from seg_pipeline.partitions import quarterly_partitions, registered_quarters
+from seg_pipeline.resources import build_resources
+from seg_pipeline.sample_data import write_transactions
+from seg_pipeline.schedules import TARGET_TAG
+from tests.conftest import read_table, run
+
+YEARS_BACK = 13  # generated data starts 2009-12-01: shifted, it starts 1996-12-01
+
+
+@pytest.fixture(scope="module")
+def old_source(tmp_path_factory):
+    """Generated sales moved 13 years back (1996-12 .. 1998-12), as text like any export."""
+    d = tmp_path_factory.mktemp("old")
+    path = write_transactions(d / "gen.csv", n_customers=150, seed=11)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    ts = pd.to_datetime(df.InvoiceDate) - pd.DateOffset(years=YEARS_BACK)
+    df["InvoiceDate"] = ts.dt.strftime("%Y-%m-%d %H:%M:%S")
+    out = d / "sales_1997.csv"
+    df.to_csv(out, index=False)
+    return out, ts.min(), ts.max()
+
+
+@pytest.fixture(scope="module")
+def old_run(tmp_path_factory, old_source):
+    src, _, _ = old_source
+    home = tmp_path_factory.mktemp("home_old")
+    with dg.instance_for_test() as instance:
+        done = run(home, src, instance=instance)
+        yield home, done, registered_quarters(instance), instance
+
+
+def test_a_source_starting_in_1997_runs_every_quarter(old_run, old_source):
+    home, done, _, _ = old_run
+    _, first, last = old_source
+    assert first.year == 1996 and last.year == 1998
+    assert done[0] == "1996-10-01" and len(done) == 8
+    segmented = read_table(home, "SELECT DISTINCT quarter FROM segment_assignments ORDER BY 1").quarter.tolist()
+    assert segmented == done
+    history = read_table(home, "SELECT DISTINCT quarter FROM segment_migration_history ORDER BY 1").quarter.tolist()
+    assert history == done
+
+
+def test_partition_keys_are_exactly_the_covered_quarters(old_run):
+    home, done, registered, instance = old_run
+    assert registered == done  # nothing before the data, nothing after it, nothing in progress
+    assert quarterly_partitions.get_partition_keys(dynamic_partitions_store=instance) == done
+    lo, hi = read_table(home, "SELECT min(invoice_date) AS lo, max(invoice_date) AS hi FROM cleaned_sales").iloc[0]
+    assert done[0] == f"{lo.year}-{3 * ((lo.month - 1) // 3) + 1:02d}-01"
+    assert pd.Timestamp(done[-1]) + pd.DateOffset(months=3) <= hi + pd.Timedelta(days=1)
+
+
+def test_the_quarterly_refresh_segments_the_quarter_that_just_ended(tmp_path, old_source):
+    """The schedule's tick on 1998-10-01 asks for 1998-07-01 (ingest first); once that ingest run succeeds,
+    segment_new_quarter requests the quarterly job for exactly that quarter, because the data covers it. A tick
+    for a quarter the data does not reach yet ends in a skip that says so."""
+    src, _, _ = old_source
+    schedule = defs.resolve_schedule_def("quarterly_segmentation_schedule")
+    sensor = defs.resolve_sensor_def("segment_new_quarter")
+    with dg.instance_for_test() as instance:
+        tick = schedule.evaluate_tick(
+            dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(1998, 10, 1, tzinfo=UTC))
+        )
+        (request,) = tick.run_requests
+        assert request.tags[TARGET_TAG] == "1998-07-01"
+        job = defs.resolve_job_def("ingest_job")
+        result = job.execute_in_process(
+            instance=instance,
+            resources=build_resources(tmp_path / "home", source=str(src), mapping=""),
+            tags=request.tags,
+            raise_on_error=False,
+        )
+        assert result.success
+        success = next(e for e in result.all_events if e.event_type_value == "PIPELINE_SUCCESS")
+        ctx = dg.build_run_status_sensor_context(
+            sensor_name="segment_new_quarter",
+            dagster_event=success,
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+        )
+        out = sensor(ctx)
+        assert isinstance(out, dg.RunRequest) and out.partition_key == "1998-07-01"
+
+        later = job.execute_in_process(
+            instance=instance,
+            resources=build_resources(tmp_path / "home", source=str(src), mapping=""),
+            tags={TARGET_TAG: "1999-01-01"},
+            raise_on_error=False,
+        )
+        success = next(e for e in later.all_events if e.event_type_value == "PIPELINE_SUCCESS")
+        skipped = sensor(
+            dg.build_run_status_sensor_context(
+                sensor_name="segment_new_quarter",
+                dagster_event=success,
+                dagster_instance=instance,
+                dagster_run=later.dagster_run,
+            )
+        )
+        assert isinstance(skipped, dg.SkipReason)
+        assert "does not cover quarter 1999-01-01 yet (latest covered quarter: 1998-07-01)" in skipped.skip_message
