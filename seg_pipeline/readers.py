@@ -475,7 +475,23 @@ def inspect_text(path: Path, mapping: ColumnMapping) -> TextLayout:
                 "(`names:` then replaces the header's names), or remove the header line from the file"
             )
     names = list(mapping.names) if mapping.names is not None else first_fields
+    _check_unique(path, names)
     return TextLayout(delimiter=delimiter, header=mapping.header, names=names, encoding=encoding)
+
+
+def _check_unique(path: Path, header: list[str]) -> None:
+    """Two columns of one name (or names that differ only in case, spaces or punctuation): which one is
+    meant cannot be told, so the load stops rather than let the first one win."""
+    seen: dict[str, str] = {}
+    for h in header:
+        if _norm(h) in seen:
+            twice = [seen[_norm(h)], h] if seen[_norm(h)] != h else [h]
+            raise SourceError(
+                f"source {path}: the header repeats column name(s) {twice}: which one is meant cannot be told. "
+                "Rename them in the file, or set `names:` in the column mapping file"
+            )
+        if _norm(h):
+            seen[_norm(h)] = h
 
 
 def _is_number(text: str) -> bool:
@@ -546,12 +562,7 @@ def stage_file(
         reader, rownum, params = _text_reader(path, layout)
         types = dict.fromkeys(layout.names, "VARCHAR")
     header = list(types)
-    dup = sorted({h for h in header if _norm(h) and [_norm(x) for x in header].count(_norm(h)) > 1})
-    if dup:
-        raise SourceError(
-            f"source {path}: the header repeats column name(s) {dup}: which one is meant cannot be told. "
-            "Rename them in the file, or set `names:` in the column mapping file"
-        )
+    _check_unique(path, header)
     cols = resolve_columns(header, mapping, where=f"source {path}")
     rule = order_rule(cols, mapping)
     lineage = (

@@ -90,6 +90,24 @@ def _mapped(data_dir, text: pd.DataFrame, date_format: str = "%d.%m.%Y %H:%M", n
     return path, mapping
 
 
+def _crlf(data_dir, text: pd.DataFrame):
+    """The UCI layout with Windows line ends (CRLF)."""
+    path = data_dir / "crlf.csv"
+    text.to_csv(path, index=False, lineterminator="\r\n")
+    assert b"\r\n" in path.read_bytes()[:200]
+    return path, None
+
+
+def _headerless(data_dir, text: pd.DataFrame):
+    """No header line, CRLF: the names come from the mapping (`header: false`, `names:`), in file order."""
+    path = data_dir / "headerless.csv"
+    text.to_csv(path, index=False, header=False, lineterminator="\r\n")
+    mapping = data_dir / "headerless_mapping.yaml"
+    names = ", ".join(f'"{c}"' for c in text.columns)
+    mapping.write_text(f"header: false\nnames: [{names}]\n", encoding="utf-8")
+    return path, mapping
+
+
 def _generated(suffix):
     def make(data_dir, text):
         return write_transactions(data_dir / f"uci{suffix}", n_customers=N_CUSTOMERS, seed=SEED), None
@@ -103,6 +121,8 @@ LAYOUTS = {
     "xlsx": _generated(".xlsx"),
     "old_uci_semicolon": _old_uci,
     "mapped_export": _mapped,
+    "crlf": _crlf,
+    "headerless_with_names": _headerless,
 }
 
 
