@@ -73,7 +73,18 @@ def quote_ident(name: str) -> str:
     return '"' + str(name).replace('"', '""') + '"'
 
 
-MAPPING_KEYS = ("columns", "amount", "delimiter", "header", "names", "orders", "date_format", "encoding")
+MAPPING_KEYS = (
+    "columns",
+    "amount",
+    "delimiter",
+    "header",
+    "names",
+    "orders",
+    "date_format",
+    "encoding",
+    "customer_ids",
+)
+CUSTOMER_ID_RULES = ("numeric", "verbatim")
 ORDER_RULES = ("per_row", "per_day")
 WHITESPACE = "whitespace"
 
@@ -99,6 +110,7 @@ class ColumnMapping:
         names: [cust, date, items, order_value]   # the columns in file order (replaces a header's names)
         date_format: "%Y%m%d"      # strptime format when dates are not ISO or m/d/Y
         encoding: latin-1          # text files; default utf-8
+        customer_ids: verbatim     # keep ids as written; default numeric: 0017850, 17850.0 -> 17850
     """
 
     columns: dict[str, str] = field(default_factory=dict)
@@ -109,6 +121,7 @@ class ColumnMapping:
     orders: str | None = None  # None: per_row when the file has no invoice column
     date_format: str | None = None
     encoding: str | None = None
+    customer_ids: str = "numeric"
 
     @classmethod
     def from_yaml(cls, path: str | Path | None) -> ColumnMapping:
@@ -153,6 +166,11 @@ class ColumnMapping:
         orders = data.get("orders")
         if orders is not None and orders not in ORDER_RULES:
             raise SourceError(f"column mapping file {p}: `orders:` must be per_row or per_day, not {orders!r}")
+        customer_ids = data.get("customer_ids", "numeric")
+        if customer_ids not in CUSTOMER_ID_RULES:
+            raise SourceError(
+                f"column mapping file {p}: `customer_ids:` must be numeric or verbatim, not {customer_ids!r}"
+            )
         delimiter = data.get("delimiter")
         if delimiter is not None:
             delimiter = str(delimiter)
@@ -181,6 +199,7 @@ class ColumnMapping:
             orders=orders,
             date_format=data.get("date_format"),
             encoding=data.get("encoding"),
+            customer_ids=customer_ids,
         )
 
     def fingerprint(self) -> str:
@@ -721,3 +740,74 @@ RAW_DDL = (
     + ", _source_file VARCHAR, _source_sha256 VARCHAR, _sheet VARCHAR, _row_number BIGINT, _loaded_at TIMESTAMP,"
     " _order_rule VARCHAR)"
 )
+
+
+# Slash dates (01/12/2011 10:45) are day/month in most of the world and month/day in the US exports. Without
+# `date_format:`, the file decides: a first part above 12 means day first, a second part above 12 month
+# first. A file with neither cannot be told apart, and one with both mixes the two: the load stops.
+SLASH = r"^\s*(\d{1,2})/(\d{1,2})/(\d{2}|\d{4})\b"
+DAY_FIRST_FORMATS = ["%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S", "%d/%m/%y %H:%M", "%d/%m/%Y", "%d/%m/%y"]
+
+
+def settle_slash_dates(con: duckdb.DuckDBPyConnection, table: str, file: str, path: Path) -> str | None:
+    """Decide the order of the slash dates of one loaded file (rows of `file` in `table`, parsed month
+    first by sql/raw_transactions.sql) and re-parse them day first when the file says so. Returns
+    'day/month', 'month/day' or None (no slash dates); raises a SourceError when the file cannot tell or
+    mixes both. Only for loads without `date_format:`."""
+    t = quote_ident(table)
+    first = f"try_cast(regexp_extract(invoice_date, '{SLASH}', 1) AS INTEGER)"
+    second = f"try_cast(regexp_extract(invoice_date, '{SLASH}', 2) AS INTEGER)"
+    n, day_first, month_first, ex_day, ex_month, example = con.execute(
+        f"""WITH parts AS (
+            SELECT invoice_date, {first} AS a, {second} AS b FROM {t}
+            WHERE _source_file = $file AND regexp_matches(invoice_date, '{SLASH}')
+        )
+        SELECT count(*) FILTER (WHERE a <= 12 AND b <= 12),
+            count(*) FILTER (WHERE a BETWEEN 13 AND 31 AND b BETWEEN 1 AND 12),
+            count(*) FILTER (WHERE b BETWEEN 13 AND 31 AND a BETWEEN 1 AND 12),
+            min(invoice_date) FILTER (WHERE a BETWEEN 13 AND 31 AND b BETWEEN 1 AND 12),
+            min(invoice_date) FILTER (WHERE b BETWEEN 13 AND 31 AND a BETWEEN 1 AND 12),
+            min(invoice_date) FILTER (WHERE a <= 12 AND b <= 12)
+        FROM parts""",
+        {"file": file},
+    ).fetchall()[0]
+    if not (n or day_first or month_first):
+        return None  # no slash date that could be read either way (at most impossible ones: unparseable)
+    example = example or ex_day or ex_month
+    with_time = ":" in (example or "")
+    formats = (
+        ('"%d/%m/%Y %H:%M"', '"%m/%d/%Y %H:%M"')
+        if with_time and (example or "").count(":") == 1
+        else ('"%d/%m/%Y %H:%M:%S"', '"%m/%d/%Y %H:%M:%S"')
+        if with_time
+        else ('"%d/%m/%Y"', '"%m/%d/%Y"')
+    )
+    fix = f"Set `date_format:` in the column mapping file: {formats[0]} (day first) or {formats[1]} (month first)"
+    if day_first and month_first:
+        raise SourceError(
+            f"source {path}: column invoice_date mixes day-first and month-first slash dates ({day_first:,} rows "
+            f"like {ex_day!r}, {month_first:,} like {ex_month!r}), so neither order reads all of them. {fix}, or "
+            "fix the file"
+        )
+    if not day_first and not month_first:  # n > 0 here
+        raise SourceError(
+            f"source {path}: column invoice_date has {n:,} slash dates such as {example!r} that read as day/month "
+            f"or as month/day, and no date in the file has a part above 12 to tell which. {fix}"
+        )
+    if day_first:
+        con.execute(
+            f"UPDATE {t} SET invoice_ts = try_strptime(trim(invoice_date), $formats) "
+            f"WHERE _source_file = $file AND regexp_matches(invoice_date, '{SLASH}')",
+            {"file": file, "formats": DAY_FIRST_FORMATS},
+        )
+        return "day/month"
+    return "month/day"
+
+
+def drop_empty_rows(con: duckdb.DuckDBPyConnection, table: str, file: str) -> int:
+    """Remove the rows of `file` in `table` whose every value is empty (a spreadsheet's trailing rows):
+    they hold nothing to keep or reject. Returns how many."""
+    empty = " AND ".join(f"nullif(trim({c}), '') IS NULL" for c in CANONICAL)
+    return con.execute(
+        f"DELETE FROM {quote_ident(table)} WHERE _source_file = $file AND {empty}", {"file": file}
+    ).fetchall()[0][0]

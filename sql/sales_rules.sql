@@ -20,14 +20,29 @@ normalised as (
         r.*,
         trim(r.stock_code) as stock_code_norm,
         nullif(nullif(trim(r.description), ''), 'nan') as description_norm,
-        -- IDs arrive as float text ("17850.0"); the empty cell as '', 'nan', 'NA' or 'None'
+        -- the empty cell as '', 'nan', 'NA' or 'None'. A numeric-looking id is a number: float text
+        -- ("17850.0") and leading zeros ("0017850") are the same customer 17850. Any other id is kept as
+        -- written (trimmed); the mapping's `customer_ids: verbatim` keeps every id as written
+        -- (DuckDB variable seg_customer_ids, set by the cleaning step from the load's mapping).
         case
             when r.customer_id is null or lower(trim(r.customer_id)) in ('', 'nan', 'na', 'none', 'null') then null
-            else regexp_replace(trim(r.customer_id), '\.0+$', '')
+            when
+                coalesce(getvariable('seg_customer_ids'), 'numeric') = 'numeric'
+                and regexp_matches(trim(r.customer_id), '^[0-9]+(\.0+)?$')
+                then coalesce(nullif(ltrim(regexp_replace(trim(r.customer_id), '\.0+$', ''), '0'), ''), '0')
+            else trim(r.customer_id)
         end as customer_norm,
         nullif(trim(r.country), '') as country_norm,
         nullif(trim(r.store), '') as store_norm
     from raw_batch as r
+),
+
+bounds as (
+    -- the batch's own scale: a value over 1,000 times its 99th percentile (or over 1e9) cannot be a sale
+    select
+        quantile_cont(quantity_value, 0.99) filter (where quantity_value > 0 and isfinite(quantity_value)) as qty_p99,
+        quantile_cont(price_value, 0.99) filter (where price_value > 0 and isfinite(price_value)) as price_p99
+    from raw_batch
 ),
 
 keyed as (
@@ -61,6 +76,8 @@ select
             then 'date_out_of_range'
         when n.quantity_value is null then 'unparseable_quantity'
         when n.price_value is null then 'unparseable_price'
+        when not isfinite(n.quantity_value) then 'non_finite_quantity'
+        when not isfinite(n.price_value) then 'non_finite_price'
         when n.invoice_norm like 'C%' then 'cancellation'
         when n.invoice_norm like 'A%' then 'adjustment'
         when
@@ -68,8 +85,11 @@ select
             or upper(n.stock_code_norm) like 'TEST%'
             or lower(n.stock_code_norm) like 'gift\_%' escape '\'
             then 'non_product_code'
+        when abs(n.quantity_value) > least(1000 * b.qty_p99, 1e9) then 'implausible_quantity'
+        when abs(n.price_value) > least(1000 * b.price_p99, 1e9) then 'implausible_price'
         when n.quantity_value <= 0 then 'non_positive_quantity'
         when n.price_value <= 0 then 'non_positive_price'
         when n.customer_norm is null then 'missing_customer'
     end as rule_reason
 from keyed as n
+cross join bounds as b

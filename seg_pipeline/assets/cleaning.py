@@ -62,7 +62,10 @@ def _clean(context: dg.AssetExecutionContext, warehouse: Warehouse):
         # a loaded file is its hash and load time: reloading it (e.g. under a new column mapping) changes it
         loads = con.execute("SELECT _source_sha256, min(_loaded_at) FROM raw_transactions GROUP BY 1").fetchall()
         raw_files = {f"{sha}@{loaded:%Y%m%dT%H%M%S%f}": sha for sha, loaded in loads}
-        sql_key = sql_fingerprint("sales_rules", "duplicate_lines", "cleaned_sales", "rejected_sales")
+        # the load's customer-id rule (the mapping's customer_ids), read by sql/sales_rules.sql
+        id_rule = get_state(con, "raw_transactions.customer_ids") or "numeric"
+        con.execute("SET VARIABLE seg_customer_ids = ?", [id_rule])
+        sql_key = sql_fingerprint("sales_rules", "duplicate_lines", "cleaned_sales", "rejected_sales") + id_rule
         fingerprint = f"{','.join(sorted(raw_files))}|{sql_key}"
         mode, new_loads = _plan(
             get_state(con, TABLE), set(raw_files), sql_key, table_exists(con, TABLE) and table_exists(con, REJECTED)

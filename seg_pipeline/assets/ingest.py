@@ -11,7 +11,8 @@ from ..storage import create_stage, get_state, set_state_sql, stage_name, table_
 from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview, sql_references, table_metadata
 
 TABLE = "raw_transactions"
-MAPPING_STATE = "raw_transactions.mapping"  # the column mapping the raw rows were loaded under (_pipeline_state)
+MAPPING_STATE = "raw_transactions.mapping"
+CUSTOMER_IDS_STATE = "raw_transactions.customer_ids"  # the mapping's id rule, which cleaning applies  # the column mapping the raw rows were loaded under (_pipeline_state)
 LOAD = "__load_raw"
 # how the rows of a file make orders (raw _order_rule), in the words the metadata shows
 ORDER_RULE_TEXT = {
@@ -64,6 +65,8 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
         stale = loaded - set(hashes.values())
 
         per_file: dict[str, int] = {}
+        empty_rows: dict[str, int] = {}  # fully empty rows (as spreadsheets write at the end), skipped
+        date_orders: dict[str, str] = {}  # the order of each file's slash dates, as the file shows it
         if new_files:
             # the text as read, plus what it parses to (sql/raw_transactions.sql over the reader's rows)
             transform = (load_sql(TABLE), {"date_format": mapping.date_format})
@@ -73,8 +76,16 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
             for f in new_files:
                 context.log.info(f"loading {f}")
                 per_file[f.name] = readers.stage_file(con, f, hashes[f], stage, mapping, loaded_at, transform)
+                empty = readers.drop_empty_rows(con, stage, f.name)
+                if empty:
+                    empty_rows[f.name] = empty
+                    per_file[f.name] -= empty
                 if per_file[f.name] == 0:
                     raise dg.Failure(description=f"source {f} holds no data rows (an empty file, or a header only)")
+                if mapping.date_format is None:
+                    order = readers.settle_slash_dates(con, stage, f.name, f)
+                    if order:
+                        date_orders[f.name] = order
             # the contract validates the rows being added; rows published earlier passed it when added
             yield from gate(context, con, TABLE, stage)
         else:
@@ -103,6 +114,7 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
                     con.execute(f"DROP TABLE {stage}")
             if remap:  # recorded when it changes only: an unchanged source leaves every table as it was
                 set_state_sql(con, MAPPING_STATE, mapping.fingerprint())
+                set_state_sql(con, CUSTOMER_IDS_STATE, mapping.customer_ids)
             con.execute("DROP TABLE IF EXISTS _raw_mapping")  # where homes made before one state table kept it
 
         total = con.execute(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
@@ -130,4 +142,7 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
     }
     if per_file:
         return_meta["rows_per_new_file"] = dg.MetadataValue.json(per_file)
+        return_meta["empty_rows_skipped"] = dg.MetadataValue.json(empty_rows or {"all files": 0})
+    if date_orders:
+        return_meta["slash_date_order"] = dg.MetadataValue.json(date_orders)
     yield dg.MaterializeResult(metadata=return_meta)
