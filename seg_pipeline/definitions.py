@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from .assets import cleaning, features, ingest, insights, migration, model, segments
+from .assets import cleaning, customer_value, features, ingest, insights, migration, model, segments
 from .resources import env_resources
-from .schedules import quarterly_segmentation_job, quarterly_segmentation_schedule
+from .schedules import ingest_job, quarterly_segmentation_job, quarterly_segmentation_schedule, segment_new_quarter
 
 # in dependency order; each step's companion tables are assets of the same step
 ALL_ASSETS = dg.with_source_code_references(
@@ -18,6 +18,7 @@ ALL_ASSETS = dg.with_source_code_references(
         model.clustering_model,
         segments.segment_assignments,
         migration.segment_migration_history,
+        customer_value.customer_value,
         insights.segment_insights,
     ]
 )
@@ -29,7 +30,8 @@ PARTITIONED = [k.to_user_string() for a in ALL_ASSETS if a.partitions_def is not
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
-    jobs=[quarterly_segmentation_job],
+    jobs=[quarterly_segmentation_job, ingest_job],
     schedules=[quarterly_segmentation_schedule],
+    sensors=[segment_new_quarter],
     resources=env_resources(),
 )

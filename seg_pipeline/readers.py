@@ -272,22 +272,40 @@ def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
 
 def list_source_files(source: str | Path) -> list[Path]:
     """The files a source names: the file itself, or the supported files of a folder (sorted)."""
+    return source_files(source)[0]
+
+
+def source_files(source: str | Path) -> tuple[list[Path], dict[str, str]]:
+    """The files a source names, and (for a folder) the entries it deliberately ignores, with why: hidden
+    files, sub-folders and files of other types. A supported file that cannot be opened is an error, never
+    skipped."""
     p = Path(source).expanduser()
     if not p.exists():
         raise SourceError(f"source {p} does not exist")
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(SUPPORTED_SUFFIXES))
+        files, ignored = [], {}
+        for f in sorted(p.iterdir()):
+            if f.name.startswith((".", "~$")):
+                ignored[f.name] = "hidden or an editor's lock file"
+            elif f.is_dir():
+                ignored[f.name] = "a sub-folder (folders are not read recursively)"
+            elif not f.name.lower().endswith(SUPPORTED_SUFFIXES):
+                ignored[f.name] = f"not a data file type ({', '.join(SUPPORTED_SUFFIXES)})"
+            else:
+                files.append(f)
         if not files:
             raise SourceError(f"source folder {p} holds no {', '.join(SUPPORTED_SUFFIXES)} file")
-        return files
-    if not p.name.lower().endswith(SUPPORTED_SUFFIXES):
+    elif not p.name.lower().endswith(SUPPORTED_SUFFIXES):
         raise SourceError(f"source {p}: unsupported file type; use one of {', '.join(SUPPORTED_SUFFIXES)}")
-    try:
-        with open(p, "rb"):
-            pass
-    except OSError as exc:
-        raise SourceError(f"source {p} cannot be read: {exc.strerror or exc}") from exc
-    return [p]
+    else:
+        files, ignored = [p], {}
+    for f in files:
+        try:
+            with open(f, "rb"):
+                pass
+        except OSError as exc:
+            raise SourceError(f"source {f} cannot be read: {exc.strerror or exc}") from None
+    return files, ignored
 
 
 # Typed sources (Parquet) already hold numbers and timestamps: besides the text, the reader passes those

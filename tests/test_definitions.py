@@ -38,7 +38,10 @@ COMPANIONS = {
     "scaled_matrix": {"scaled_matrix_columns"},
     "segment_assignments": {"segment_summary"},
     "segment_insights": {"segment_profile", "store_concentration", "winback_list"},
+    "customer_value": {"customer_value_parameters"},
 }
+# the steps beyond the design card, after it: customer value, then the insights/report
+BEYOND_CARD = ["customer_value", "segment_insights"]
 INSIGHTS_READS = {
     "segment_assignments",
     "segment_summary",
@@ -46,6 +49,8 @@ INSIGHTS_READS = {
     "clustering_model",
     "customer_features",
     "cleaned_sales",
+    "customer_value",
+    "customer_value_parameters",
 }
 # what every asset reads (its parents), from what each step's SQL/code must read to do its job
 EXPECTED_PARENTS = {
@@ -61,6 +66,9 @@ EXPECTED_PARENTS = {
     "segment_assignments": {"clustering_model", "customer_features"},
     "segment_summary": {"clustering_model", "customer_features"},
     "segment_migration_history": {"segment_assignments", "customer_features", "clustering_model"},
+    # every customer's full purchase history up to the as-of date
+    "customer_value": {"cleaned_sales"},
+    "customer_value_parameters": {"cleaned_sales"},
     "segment_insights": INSIGHTS_READS,
     "segment_profile": INSIGHTS_READS,
     "store_concentration": INSIGHTS_READS,
@@ -77,19 +85,19 @@ def all_asset_names() -> set[str]:
 
 def test_the_design_card_assets_and_their_companions_exist():
     steps = [{k.to_user_string() for k in a.keys} for a in ALL_ASSETS]
-    mains = [next(iter(s & (ASSET_NAMES | {"segment_insights"}))) for s in steps]
-    assert mains == DESIGN_CARD + ["segment_insights"]  # the steps, in the design card's order
+    mains = [next(iter(s & (ASSET_NAMES | set(BEYOND_CARD)))) for s in steps]
+    assert mains == DESIGN_CARD + BEYOND_CARD  # the steps, in the design card's order
     assert all_asset_names() == set(EXPECTED_PARENTS)
     for step in ALL_ASSETS:
         names = {k.to_user_string() for k in step.keys}
-        main = next(n for n in names if n in ASSET_NAMES | {"segment_insights"})
+        main = next(n for n in names if n in ASSET_NAMES | set(BEYOND_CARD))
         assert names == {main} | COMPANIONS.get(main, set()), names
 
 
 def test_every_contract_check_is_blocking_and_partitioned_like_its_asset():
     graph = defs.resolve_asset_graph()
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
-    assert checks == {(a, "data_contract") for a in ASSET_NAMES | {"segment_insights"}}
+    assert checks == {(a, "data_contract") for a in ASSET_NAMES | set(BEYOND_CARD)}
     for step in ALL_ASSETS:
         for spec in step.check_specs:
             assert spec.blocking and "data contract" in (spec.description or "").lower()

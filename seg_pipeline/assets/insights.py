@@ -80,8 +80,10 @@ def read_customers(con, quarter: str) -> pd.DataFrame:
         """
         SELECT a.customer_id, a.cluster, a.segment, f.recency_days, f.frequency, f.monetary, f.avg_order_value,
                f.distinct_products, f.purchase_span_days, f.tenure_days, f.main_country, f.main_store,
-               f.first_purchase, f.last_purchase, f.as_of_date
+               f.first_purchase, f.last_purchase, f.as_of_date,
+               v.p_alive, v.expected_purchases_13w, v.clv, v.value_at_risk
         FROM segment_assignments AS a JOIN customer_features AS f USING (quarter, customer_id)
+        LEFT JOIN customer_value AS v USING (quarter, customer_id)
         WHERE a.quarter = ? ORDER BY a.customer_id
         """,
         [quarter],
@@ -132,6 +134,8 @@ def cluster_profiles_frame(
             "main_country": customers["main_country"],
         }
     )
+    for c, digits in (("p_alive", 4), ("expected_purchases_13w", 3), ("clv", 2)):  # empty without a fit
+        out[c] = pd.to_numeric(customers[c], errors="coerce").astype("float64").round(digits)
     if unit == "store":
         out["main_store"] = customers["main_store"]
     out["winback_rank"] = customers["customer_id"].map(wb_rank).astype("Int64")
@@ -155,11 +159,22 @@ class InsightsInputs:
     trials: pd.DataFrame  # clustering_model rows of the quarter
     history: pd.DataFrame  # segment_migration_history rows of the quarter
     descriptions: dict  # segment -> description (segment_summary; descriptive names included)
+    value_state: str = ""  # customer_value's model state for the quarter (fitted / insufficient_data)
+    value_note: str = ""  # why, when not fitted
+    value_parameters: pd.DataFrame | None = None  # customer_value_parameters rows of the quarter
+    clv_horizon_weeks: int = 52
 
 
 def read_inputs(con, q, start: datetime, end: datetime) -> InsightsInputs:
     """Read the quarter's inputs; a missing or inconsistent input is a Failure that says what to materialise."""
-    for t in ("segment_assignments", "customer_features", "clustering_model", "segment_migration_history"):
+    for t in (
+        "segment_assignments",
+        "customer_features",
+        "clustering_model",
+        "segment_migration_history",
+        "customer_value",
+        "customer_value_parameters",
+    ):
         if not table_exists(con, t):
             raise dg.Failure(description=f"{ASSET} {q.key}: table {t} does not exist: materialise it first")
     customers = read_customers(con, q.key)
@@ -186,7 +201,24 @@ def read_inputs(con, q, start: datetime, end: datetime) -> InsightsInputs:
             description=f"{ASSET} {q.key}: clustering_model or segment_migration_history has no partition "
             f"{q.key}: materialise them first"
         )
-    return InsightsInputs(customers, sales, unit, trials, history, descriptions)
+    value_parameters = con.execute(
+        "SELECT * FROM customer_value_parameters WHERE quarter = ? ORDER BY model, parameter", [q.key]
+    ).df()
+    if value_parameters.empty:
+        raise dg.Failure(description=f"{ASSET} {q.key}: customer_value has no partition {q.key}: materialise it first")
+    first = value_parameters.iloc[0]
+    return InsightsInputs(
+        customers,
+        sales,
+        unit,
+        trials,
+        history,
+        descriptions,
+        value_state=str(first["state"]),
+        value_note=str(first["note"]) if first["state"] != "fitted" else "",
+        value_parameters=value_parameters,
+        clv_horizon_weeks=int(first["clv_horizon_weeks"]),
+    )
 
 
 @dataclass
@@ -300,6 +332,19 @@ def draw_plots(inp: InsightsInputs, r: Insights, config: "InsightsConfig", q, lo
             ),
             plots.k_selection(trials[["k", "inertia", "silhouette", "in_business_range", "chosen", "reason"]]),
         ),
+        Plot(
+            "p_alive_by_segment",
+            "Probability still active (P(alive)), by segment",
+            (
+                "Box: the middle half of each segment's customers by P(alive), the BG/NBD model's probability "
+                "that the customer has not gone for good, from their whole purchase history; right: the "
+                f"segment's mean CLV over the next {inp.clv_horizon_weeks} weeks."
+                if inp.value_state == "fitted"
+                else f"No customer-value fit this quarter ({inp.value_note}); the win-back list is ranked by past "
+                "revenue."
+            ),
+            plots.p_alive_by_segment(customers, order, None if inp.value_state == "fitted" else inp.value_note),
+        ),
     ]
 
 
@@ -339,6 +384,8 @@ INSIGHTS_DEPS = [
     "clustering_model",
     "customer_features",
     "cleaned_sales",
+    "customer_value",
+    "customer_value_parameters",
 ]
 
 
@@ -359,7 +406,8 @@ INSIGHTS_DEPS = [
                 "product variety, description, action), store_concentration (per store, or per country when the source "
                 "has no store: share of revenue from its top 10 customers and its top 10% of customers, segment mix, "
                 "flag above a configurable threshold) and winback_list (high-value customers silent for a configurable "
-                "number of days, ranked by revenue at risk). Files in reports/<quarter>/: cluster_profiles.csv (one row "
+                "number of days, ranked by value at risk from customer_value, or by revenue at risk when the quarter "
+                "has no customer-value fit). Files in reports/<quarter>/: cluster_profiles.csv (one row "
                 "per customer, CRM-ready), cluster_summary.csv (one row per segment), winback_list.csv, "
                 "store_concentration.csv, plots/*.png and the executive summary report.html (plots embedded) and "
                 "report.md. The metadata shows the headline, the tables and every plot."
@@ -384,7 +432,8 @@ INSIGHTS_DEPS = [
         ),
         table_spec(
             WINBACK,
-            "High-value customers silent for at least winback_min_days, ranked by revenue at risk.",
+            "High-value customers silent for at least winback_min_days, ranked by value at risk ((1 - P(alive)) x "
+            "CLV if still active), or by revenue at risk when the quarter has no customer-value fit (ranked_by).",
             deps=INSIGHTS_DEPS,
             partitions_def=quarterly_partitions,
             owners=ANALYTICS_OWNERS,
@@ -448,13 +497,19 @@ def segment_insights(
             "last_purchase",
             "main_country",
             "main_store",
+            "p_alive",
+            "clv",
+            "value_at_risk",
+            "ranked_by",
         ]
         wb_t = wb[wb_cols].copy()
         wb_t.insert(0, "quarter", q.key)
         create_stage_from_df(con, PROFILE, _string_columns(profile_t, ["quarter", "segment", "description", "action"]))
         create_stage_from_df(con, STORES, _string_columns(stores_t, ["quarter", "store", "unit", "segment_mix"]))
         create_stage_from_df(
-            con, WINBACK, _string_columns(wb_t, ["quarter", "customer_id", "segment", "main_country", "main_store"])
+            con,
+            WINBACK,
+            _string_columns(wb_t, ["quarter", "customer_id", "segment", "main_country", "main_store", "ranked_by"]),
         )
         yield from gate(
             context,
@@ -491,7 +546,7 @@ def segment_insights(
             "this report as Markdown (plots in plots/)": REPORT_MD,
             "one row per customer: segment, cluster, action and key features, ready for a CRM or POS import": CLUSTER_PROFILES_CSV,
             "one row per segment: the profile above, means and medians": CLUSTER_SUMMARY_CSV,
-            "the full win-back list, ranked by revenue at risk": WINBACK_CSV,
+            "the full win-back list, ranked by value at risk (by revenue at risk without a customer-value fit)": WINBACK_CSV,
             f"concentration per {unit}, every {unit}": STORES_CSV,
         }
         data = ReportData(
@@ -518,6 +573,11 @@ def segment_insights(
             k=k,
             k_reason=reason,
             stability=stability,
+            value_state=inp.value_state,
+            value_note=inp.value_note,
+            value_parameters=inp.value_parameters,
+            clv_horizon_weeks=inp.clv_horizon_weeks,
+            value_share_active=float((customers["p_alive"] >= 0.5).mean()) if inp.value_state == "fitted" else None,
             plots=plot_list,
             files=files,
         )
@@ -580,6 +640,8 @@ def segment_insights(
         ),
         "winback_customers": len(wb),
         "winback_revenue_at_risk": round(data.winback_revenue, 2),
+        "winback_ranked_by": str(wb_t["ranked_by"].iloc[0]) if len(wb_t) else "",
+        "customer_value_state": inp.value_state,
         "winback_top": dg.MetadataValue.md(md_table(wb_t.drop(columns=["quarter"]), max_rows=10)),
         "upgrades": moves["upgraded"],
         "downgrades": moves["downgraded"],
@@ -602,6 +664,8 @@ def segment_insights(
         "plots_dir": dg.MetadataValue.path(str(out / PLOTS_DIR)),
         "seconds": dg.MetadataValue.json(seconds),
     }
+    if inp.value_state == "fitted":
+        metadata["winback_value_at_risk"] = round(float(wb_t["value_at_risk"].sum()), 2)
     for p in plot_list:
         metadata[f"plot_{p.name}"] = dg.MetadataValue.md(f"{p.markdown_image()}\n\n*{p.title}.* {p.caption}")
     yield dg.MaterializeResult(asset_key=ASSET, metadata=metadata)

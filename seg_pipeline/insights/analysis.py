@@ -26,6 +26,7 @@ import pandas as pd
 NEW, RETURNING, LAPSED = "new", "returning", "lapsed"
 ARRIVALS = (NEW, RETURNING)
 PROFILE_FEATURES = ["recency_days", "frequency", "monetary", "avg_order_value", "distinct_products"]
+VALUE_FEATURES = ["p_alive", "clv"]  # from customer_value, when the quarter has a fit
 _EPS = 1e-12
 
 
@@ -155,6 +156,14 @@ def segment_profile(
     for f in PROFILE_FEATURES:
         out[f"mean_{f}"] = g[f].mean()
         out[f"median_{f}"] = g[f].median()
+    for f in VALUE_FEATURES:  # customer value (customer_value): NULL for a quarter without a fit
+        values = customers[f] if f in customers else pd.Series(np.nan, index=customers.index)
+        out[f"mean_{f}"] = pd.to_numeric(values, errors="coerce").groupby(customers["segment"], sort=False).mean()
+    out["total_clv"] = (
+        pd.to_numeric(customers["clv"], errors="coerce").groupby(customers["segment"], sort=False).sum(min_count=1)
+        if "clv" in customers
+        else np.nan
+    )
     out = out.reset_index()
     total_c, total_r = out["customers"].sum(), out["revenue"].sum()
     out.insert(3, "share_customers", out["customers"] / total_c)
@@ -254,17 +263,27 @@ def revenue_threshold(monetary: pd.Series, min_revenue: float | None = None, qua
     return float(monetary.quantile(quantile)) if len(monetary) else 0.0
 
 
+VALUE_AT_RISK, REVENUE_AT_RISK = "value_at_risk", "revenue_at_risk"
+
+
 def winback(
     customers: pd.DataFrame, min_days: int = 90, min_revenue: float | None = None, revenue_quantile: float = 0.8
 ) -> tuple[pd.DataFrame, float]:
     """Customers whose past revenue is high (monetary >= the threshold, see revenue_threshold) and who have
-    not bought for at least `min_days` days (recency_days >= min_days), ranked 1..n by revenue at risk:
-    their revenue over the look-back window, what a year without them costs. Ties: customer id.
-    Returns (the ranked list, the revenue threshold used)."""
+    not bought for at least `min_days` days (recency_days >= min_days), ranked 1..n by value at risk: the
+    value expected to be lost if the customer has gone and is not won back, (1 - P(alive)) x their CLV if
+    still active (customer_value's value_at_risk). A quarter without a customer-value fit (no value_at_risk)
+    falls back to revenue at risk: their revenue over the look-back window. Ties: revenue, then customer id.
+    `ranked_by` says which. Returns (the ranked list, the revenue threshold used)."""
     threshold = revenue_threshold(customers["monetary"], min_revenue, revenue_quantile)
     sel = customers[(customers["recency_days"] >= min_days) & (customers["monetary"] >= threshold - _EPS)].copy()
     sel["revenue_at_risk"] = sel["monetary"].astype("float64")
-    sel = sel.sort_values(["revenue_at_risk", "customer_id"], ascending=[False, True], kind="mergesort")
+    for c in ("p_alive", "clv", VALUE_AT_RISK):
+        sel[c] = pd.to_numeric(sel[c], errors="coerce").astype("float64") if c in sel else np.nan
+    by_value = bool(len(sel)) and bool(sel[VALUE_AT_RISK].notna().all())
+    sel["ranked_by"] = VALUE_AT_RISK if by_value else REVENUE_AT_RISK
+    keys = ([VALUE_AT_RISK] if by_value else []) + ["revenue_at_risk", "customer_id"]
+    sel = sel.sort_values(keys, ascending=[False] * (len(keys) - 1) + [True], kind="mergesort")
     sel.insert(0, "rank", np.arange(1, len(sel) + 1, dtype="int64"))
     return sel.reset_index(drop=True), threshold
 

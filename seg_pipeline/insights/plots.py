@@ -235,6 +235,47 @@ def recency_by_segment(
     return _png(fig)
 
 
+def p_alive_by_segment(
+    customers: pd.DataFrame,
+    order: list[str],
+    unavailable: str | None = None,
+    title: str = "Probability still active (P(alive)), by segment",
+) -> bytes:
+    """Box plot of P(alive) per segment (in `order`, top to bottom), each segment's mean CLV beside it; with
+    `unavailable` (no customer-value fit this quarter) a figure that says so instead."""
+    order = [s for s in order if (customers["segment"] == s).any()]
+    fig = _figure(7.5, 0.5 * max(len(order), 2) + 1.3, left=_label_width(order), top=0.4, bottom=0.55)
+    ax = fig.add_subplot()
+    ax.set_title(title, fontsize=11, loc="left")
+    ax.spines[["top", "right"]].set_visible(False)
+    if unavailable or "p_alive" not in customers or customers["p_alive"].notna().sum() == 0:
+        ax.set_axis_off()
+        text = "No customer-value fit this quarter" + (f": {unavailable}" if unavailable else "")
+        ax.text(0.0, 0.5, textwrap.fill(text, 80), fontsize=9, va="center", transform=ax.transAxes)
+        return _png(fig)
+    data = [customers.loc[customers["segment"] == s, "p_alive"].dropna().to_numpy() for s in order]
+    colors = segment_colors(order)
+    bp = ax.boxplot(
+        data[::-1],
+        orientation="horizontal",
+        patch_artist=True,
+        widths=0.6,
+        flierprops={"markersize": 2, "alpha": 0.4},
+        medianprops={"color": "black"},
+    )
+    for patch, s in zip(bp["boxes"], order[::-1]):
+        patch.set_facecolor(colors[s])
+        patch.set_alpha(0.75)
+    ax.set_yticks(np.arange(1, len(order) + 1), order[::-1])
+    for i, s in enumerate(order[::-1], start=1):
+        clv = customers.loc[customers["segment"] == s, "clv"].mean()
+        ax.text(1.02, i, f"CLV {clv:,.0f}", fontsize=8, va="center")
+    ax.set_xlim(-0.02, 1.22)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.set_xlabel("P(alive) at the as-of date (BG/NBD); right: mean CLV per customer")
+    return _png(fig)
+
+
 # --------------------------------------------------------------------------------------------- heatmaps
 
 

@@ -71,6 +71,12 @@ class ReportData:
     stability: Stability | None = None
     plots: list[Plot] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # label -> file name in the report folder
+    # customer value (customer_value): the quarter's model state, why when not fitted, and the parameters
+    value_state: str = ""
+    value_note: str = ""
+    value_parameters: pd.DataFrame | None = None
+    clv_horizon_weeks: int = 52
+    value_share_active: float | None = None  # share of the quarter's customers with P(alive) >= 0.5
     generated_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))
 
     @property
@@ -136,11 +142,40 @@ def winback_sentence(d: ReportData) -> str:
         )
     top = d.winback.iloc[0]
     share = d.winback_revenue / d.total_revenue if d.total_revenue else 0.0
-    return (
+    txt = (
         f"{len(d.winback):,} high-value customers ({d.winback_rule}) have not bought for {d.winback_min_days} days "
         f"or more: {_money(d.winback_revenue)} of revenue at risk ({share:.1%} of the last "
-        f"{d.lookback_months} months' revenue). The largest is customer {top.customer_id} "
+        f"{d.lookback_months} months' revenue)."
+    )
+    if "ranked_by" in d.winback and top.ranked_by == "value_at_risk":
+        value = float(d.winback["value_at_risk"].sum())
+        return txt + (
+            f" Ranked by value at risk ({_money(value)} expected to be lost over the next {d.clv_horizon_weeks} "
+            f"weeks if none comes back), the first is customer {top.customer_id} (P(alive) {top.p_alive:.0%}, "
+            f"value at risk {_money(top.value_at_risk)}, last order {int(top.recency_days)} days ago, {top.segment})."
+        )
+    return txt + (
+        f" Ranked by past revenue (no customer-value fit this quarter), the largest is customer {top.customer_id} "
         f"({_money(top.revenue_at_risk)}, last order {int(top.recency_days)} days ago, {top.segment})."
+    )
+
+
+def value_sentence(d: ReportData) -> str:
+    """What the buy-till-you-die models say about the quarter's customers, or plainly why there is no fit."""
+    if d.value_state != "fitted":
+        why = d.value_note or "customer_value has no fit for the quarter"
+        return (
+            f"No customer-value fit for {d.quarter_label}: {why.rstrip('.')}. P(alive) and CLV are left empty and "
+            "the win-back list is ranked by past revenue (revenue at risk)."
+        )
+    alive = d.value_share_active or 0.0
+    top = d.profile.sort_values(["mean_p_alive", "segment"], ascending=[True, True]).iloc[0]
+    return (
+        f"By the BG/NBD and Gamma-Gamma models (full purchase history to {d.as_of_date}), {alive:.0%} of this "
+        f"quarter's customers are more likely than not still active; together they are expected to bring "
+        f"{_money(float(d.profile['total_clv'].sum()))} over the next {d.clv_horizon_weeks} weeks (discounted CLV). "
+        f"{top.segment} has the lowest mean P(alive) ({top.mean_p_alive:.0%}). The win-back list is ranked by "
+        "value at risk: (1 - P(alive)) x the customer's CLV if still active."
     )
 
 
@@ -211,6 +246,7 @@ def key_findings(d: ReportData) -> list[str]:
         migration_sentence(d),
         k_sentence(d),
         stability_sentence(d),
+        value_sentence(d),
     ]
 
 

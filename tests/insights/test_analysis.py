@@ -13,6 +13,7 @@ Worked example used throughout: five customers with revenue 100, 50, 25, 15 and 
 from __future__ import annotations
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -217,6 +218,52 @@ def test_winback_default_threshold_is_the_revenue_quantile():
     assert threshold == pytest.approx(420) and wb["customer_id"].tolist() == ["z"]
     wb, threshold = A.winback(df, min_days=90, revenue_quantile=0.5)
     assert threshold == pytest.approx(300) and wb["customer_id"].tolist() == ["z", "y", "x"]
+
+
+def test_winback_ranks_by_value_at_risk_when_the_quarter_has_customer_value():
+    """A hand-built quarter: value at risk = (1 - P(alive)) x CLV if still active (= CLV / P(alive)). A, the
+    largest past spender, is almost surely still a customer (P(alive) 0.95): little is at risk. B spent less but
+    has probably gone (0.2) while being worth much if still there: B comes first."""
+    df = _winback_customers()
+    df["p_alive"] = [0.95, 0.2, 0.9, 0.1, 0.5, 0.6]
+    df["clv"] = [4000.0, 500.0, 6000.0, 5.0, 1000.0, 900.0]
+    df["value_at_risk"] = (1 - df["p_alive"]) * df["clv"] / df["p_alive"]  # A 210.5, B 2000, E 1000
+    wb, _ = A.winback(df, min_days=90, min_revenue=1000)
+    assert wb["customer_id"].tolist() == ["B", "E", "A"]
+    assert wb["rank"].tolist() == [1, 2, 3]
+    assert set(wb["ranked_by"]) == {"value_at_risk"}
+    assert wb["value_at_risk"].tolist() == pytest.approx([2000.0, 1000.0, 4000 * 0.05 / 0.95])
+    assert wb["revenue_at_risk"].tolist() == [3000.0, 3000.0, 5000.0]  # past revenue still shown
+
+
+def test_winback_falls_back_to_revenue_at_risk_without_a_customer_value_fit():
+    df = _winback_customers()
+    df["p_alive"] = df["clv"] = df["value_at_risk"] = np.nan  # customer_value published NULL (insufficient data)
+    wb, _ = A.winback(df, min_days=90, min_revenue=1000)
+    assert wb["customer_id"].tolist() == ["A", "B", "E"]
+    assert set(wb["ranked_by"]) == {"revenue_at_risk"}
+
+
+def test_segment_profile_has_mean_p_alive_and_clv():
+    df = pd.DataFrame(
+        {
+            "customer_id": list("abcd"),
+            "segment": ["Top", "Top", "Low", "Low"],
+            "cluster": [0, 0, 1, 1],
+            "recency_days": [1, 2, 3, 4],
+            "frequency": [5, 6, 1, 1],
+            "monetary": [500.0, 600.0, 10.0, 20.0],
+            "avg_order_value": [100.0, 100.0, 10.0, 20.0],
+            "distinct_products": [3, 4, 1, 1],
+            "p_alive": [0.9, 0.7, 0.2, 0.4],
+            "clv": [300.0, 100.0, 1.0, 3.0],
+        }
+    )
+    prof = A.segment_profile(df).set_index("segment")
+    assert prof.loc["Top", "mean_p_alive"] == pytest.approx(0.8) and prof.loc["Low", "mean_p_alive"] == pytest.approx(
+        0.3
+    )
+    assert prof.loc["Top", "mean_clv"] == pytest.approx(200.0) and prof.loc["Low", "total_clv"] == pytest.approx(4.0)
 
 
 def test_empty_winback_list():

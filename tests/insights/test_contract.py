@@ -61,7 +61,7 @@ FAULTS = {
     "winback order": (
         "winback_list",
         "UPDATE {bad} SET rank = CASE rank WHEN 1 THEN 2 WHEN 2 THEN 1 ELSE rank END",
-        "win-back list is ordered by revenue at risk (rank 1 = the most)",
+        "win-back list is ordered by value at risk, or by revenue at risk without a customer-value fit (rank 1 = the most)",
     ),
     "winback rank gap": (
         "winback_list",

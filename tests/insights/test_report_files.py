@@ -23,6 +23,7 @@ PLOTS = [
     "migration_flow",
     "migration_matrix",
     "k_selection",
+    "p_alive_by_segment",
 ]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -141,11 +142,18 @@ def test_winback_list_follows_the_default_rule(latest):
     features = read_table(
         home, "SELECT customer_id, recency_days, monetary FROM customer_features WHERE quarter = ?", [q]
     )
+    value = read_table(home, "SELECT customer_id, value_at_risk FROM customer_value WHERE quarter = ?", [q])
+    features = features.merge(value, on="customer_id", how="left")
     threshold = features["monetary"].quantile(0.8)
     expected = features[(features["recency_days"] >= 90) & (features["monetary"] >= threshold)]
-    expected = expected.sort_values(["monetary", "customer_id"], ascending=[False, True])["customer_id"].tolist()
+    # ranked by value at risk when the quarter has a customer-value fit (the shared run's latest quarter has)
+    assert expected["value_at_risk"].notna().all()
+    expected = expected.sort_values(["value_at_risk", "monetary", "customer_id"], ascending=[False, False, True])[
+        "customer_id"
+    ].tolist()
     table = read_table(home, "SELECT * FROM winback_list WHERE quarter = ? ORDER BY rank", [q])
     assert table["customer_id"].tolist() == expected
+    assert set(table["ranked_by"]) == {"value_at_risk"}
     assert table["rank"].tolist() == list(range(1, len(expected) + 1))
     csv = _csv(folder(home, q) / "winback_list.csv")
     assert csv["customer_id"].tolist() == expected

@@ -1,0 +1,436 @@
+"""Customer value with buy-till-you-die models: BG/NBD (Fader, Hardie & Lee 2005) for whether a customer is
+still active and how often they will buy, Gamma-Gamma (Fader & Hardie 2013) for what they spend per order.
+
+Pure functions: no Dagster, no DuckDB, no files. The models are pymc-marketing's `clv` module, fitted by MAP
+with flat priors (HalfFlat on every parameter), so the estimates are the maximum-likelihood ones of the
+literature, not prior-shrunk. pymc-marketing (and pymc, pytensor, arviz) is imported inside the functions
+that need it: importing this module costs nothing.
+
+Inputs per customer, in `time_unit`s at day resolution (weeks = days / 7):
+- frequency: repeat purchase occasions (distinct purchase days after the first);
+- recency: first to last purchase; T: first purchase to the as-of date;
+- monetary_value: mean value of the repeat purchase days (0 when there is none).
+
+The log-likelihoods are also written here in numpy, from the papers: they give the fit's log-likelihood, an
+independent convergence check (the gradient at the optimum) and the asymptotic standard errors (the observed
+information, a numerical Hessian).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.special import gammaln
+
+BGNBD, GAMMA_GAMMA = "bgnbd", "gamma_gamma"
+BGNBD_PARAMS = ("r", "alpha", "a", "b")
+GG_PARAMS = ("p", "q", "v")
+TIME_UNITS = {"days": 1.0, "weeks": 7.0, "months": 365.25 / 12}
+FITTED, INSUFFICIENT, NOT_CONVERGED = "fitted", "insufficient_data", "not_converged"
+# a parameter beyond this has run off to infinity (e.g. a, b when nobody seems to drop out): not a maximum
+MAX_PARAMETER = 1e6
+# the largest |d mean log-likelihood / d log(parameter)| accepted at the optimum
+MAX_GRADIENT = 1e-3
+
+
+# ------------------------------------------------------------------------------------- log-likelihoods
+
+
+def bgnbd_loglik(theta, x, t_x, T) -> np.ndarray:
+    """Per-customer BG/NBD log-likelihood (Fader, Hardie & Lee 2005, eq. 6); theta = (r, alpha, a, b)."""
+    r, alpha, a, b = theta
+    x, t_x, T = (np.asarray(v, dtype="float64") for v in (x, t_x, T))
+    a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
+    a2 = gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
+    a3 = -(r + x) * np.log(alpha + T)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a4 = np.log(a) - np.log(b + np.maximum(x, 1) - 1) - (r + x) * np.log(alpha + t_x)
+    return a1 + a2 + np.where(x > 0, np.logaddexp(a3, a4), a3)
+
+
+def gamma_gamma_loglik(theta, x, m) -> np.ndarray:
+    """Per-customer Gamma-Gamma log-likelihood of the mean repeat-purchase value m over x > 0 purchases
+    (Fader & Hardie 2013, eq. 1a; the same expression as pymc-marketing's GammaGammaModel); theta = (p, q, v)."""
+    p, q, v = theta
+    x, m = np.asarray(x, dtype="float64"), np.asarray(m, dtype="float64")
+    return (
+        gammaln(p * x + q)
+        - gammaln(p * x)
+        - gammaln(q)
+        + q * np.log(v)
+        + (p * x - 1) * np.log(m)
+        + p * x * np.log(x)
+        - (p * x + q) * np.log(x * m + v)
+    )
+
+
+def _mean_ll_log(f, log_theta) -> float:
+    return float(np.mean(f(np.exp(log_theta))))
+
+
+def gradient_and_hessian(f, theta, h: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
+    """Central-difference gradient and Hessian of the *mean* log-likelihood f(theta) in log-parameter space."""
+    z = np.log(np.asarray(theta, dtype="float64"))
+    k = len(z)
+    f0 = _mean_ll_log(f, z)
+    grad, hess = np.zeros(k), np.zeros((k, k))
+    e = np.eye(k) * h
+    fp = [_mean_ll_log(f, z + e[i]) for i in range(k)]
+    fm = [_mean_ll_log(f, z - e[i]) for i in range(k)]
+    for i in range(k):
+        grad[i] = (fp[i] - fm[i]) / (2 * h)
+        hess[i, i] = (fp[i] - 2 * f0 + fm[i]) / h**2
+        for j in range(i + 1, k):
+            fpp = _mean_ll_log(f, z + e[i] + e[j])
+            fpm = _mean_ll_log(f, z + e[i] - e[j])
+            fmp = _mean_ll_log(f, z - e[i] + e[j])
+            fmm = _mean_ll_log(f, z - e[i] - e[j])
+            hess[i, j] = hess[j, i] = (fpp - fpm - fmp + fmm) / (4 * h * h)
+    return grad, hess
+
+
+def standard_errors(theta, hess_mean_log: np.ndarray, n: int) -> np.ndarray | None:
+    """Asymptotic standard errors from the observed information: the inverse of -n x the mean log-likelihood's
+    Hessian in log space, mapped back by the delta method (se(theta) = theta x se(log theta)). None when the
+    Hessian is not negative definite (no proper maximum)."""
+    info = -hess_mean_log * n
+    if not np.all(np.isfinite(info)) or np.any(np.linalg.eigvalsh((info + info.T) / 2) <= 0):
+        return None
+    cov = np.linalg.inv(info)
+    return np.asarray(theta) * np.sqrt(np.diag(cov))
+
+
+# ------------------------------------------------------------------------------------------------- fits
+
+
+@dataclass
+class Fit:
+    """One model's fit: estimates, their standard errors, the log-likelihood and whether it converged."""
+
+    model: str  # bgnbd / gamma_gamma
+    params: dict[str, float]
+    std_errors: dict[str, float | None]
+    log_likelihood: float  # total, over the customers fitted
+    customers: int  # customers the fit used (a sample of the quarter on large data)
+    converged: bool  # the optimiser reached a maximum (a stationary point with finite estimates)
+    identified: bool  # ... inside the parameter space: the data pin the model down
+    message: str  # what is wrong, or "ok"
+    max_gradient: float
+    seconds: float
+    library: object = field(default=None, repr=False)  # the fitted pymc-marketing model
+
+
+def _quiet():
+    """Silence pymc's and pytensor's logs and warnings during a fit (the caller reports the outcome)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def cm():
+        loggers = [logging.getLogger(n) for n in ("pymc", "pytensor", "pymc_marketing", "pymc_extras")]
+        levels = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            for lg, lv in zip(loggers, levels):
+                lg.setLevel(lv)
+
+    return cm()
+
+
+def _assess(model: str, names, theta, f, n: int, t0: float, library) -> Fit:
+    """Check a fit: `converged` needs finite, positive estimates with a zero gradient (the optimiser reached a
+    stationary point) and a proper maximum there; `identified` is False when the optimum lies at the edge of
+    the parameter space (a parameter running off to infinity, a flat log-likelihood, or q <= 1 for
+    Gamma-Gamma): the optimiser did its job but the data do not pin the model down."""
+    theta = np.asarray(theta, dtype="float64")
+    total = float(np.sum(f(theta))) if np.all(np.isfinite(theta)) and np.all(theta > 0) else float("nan")
+    failed, unidentified = [], []
+    se, max_grad = None, float("nan")
+    if not np.all(np.isfinite(theta)) or np.any(theta <= 0) or not np.isfinite(total):
+        failed.append(f"the estimates or their log-likelihood are not finite ({dict(zip(names, theta.round(6)))})")
+    elif np.any(theta > MAX_PARAMETER):
+        big = [f"{k}={v:.3g}" for k, v in zip(names, theta) if v > MAX_PARAMETER]
+        unidentified.append(f"{', '.join(big)} ran off towards infinity")
+    else:
+        grad, hess = gradient_and_hessian(f, theta)
+        max_grad = float(np.max(np.abs(grad)))
+        if not max_grad < MAX_GRADIENT:
+            failed.append(f"the gradient at the estimate is not zero (max {max_grad:.2g}): the optimiser stopped early")
+        se = standard_errors(theta, hess, n)
+        if se is None and not failed:
+            unidentified.append("the log-likelihood is flat or not curved downwards at the estimate")
+        if model == GAMMA_GAMMA and not failed and theta[1] <= 1:
+            unidentified.append(f"q = {theta[1]:.3f} <= 1: the mean spend per order would be infinite")
+    msg = "; ".join(failed + unidentified)
+    return Fit(
+        model=model,
+        params={k: float(v) for k, v in zip(names, theta)},
+        std_errors={k: (float(s) if se is not None else None) for k, s in zip(names, se if se is not None else theta)},
+        log_likelihood=total,
+        customers=n,
+        converged=not failed,
+        identified=not failed and not unidentified,
+        message=msg or "ok",
+        max_gradient=max_grad,
+        seconds=time.perf_counter() - t0,
+        library=library,
+    )
+
+
+def _flat(names) -> dict:
+    from pymc_extras.prior import Prior
+
+    return {k: Prior("HalfFlat") for k in names}
+
+
+def _estimates(model, names) -> np.ndarray:
+    post = model.fit_result
+    return np.array([float(post[k].values.reshape(-1)[0]) for k in names])
+
+
+def fit_bgnbd(data: pd.DataFrame) -> Fit:
+    """BG/NBD by MAP with flat priors (= maximum likelihood) on customer_id, frequency, recency, T."""
+    from pymc_marketing import clv
+
+    t0 = time.perf_counter()
+    frame = pd.DataFrame(
+        {
+            "customer_id": np.arange(len(data)),
+            "frequency": data["frequency"].to_numpy("float64"),
+            "recency": data["recency"].to_numpy("float64"),
+            "T": data["T"].to_numpy("float64"),
+        }
+    )
+    with _quiet():
+        model = clv.BetaGeoModel(model_config=_flat(BGNBD_PARAMS))
+        model.fit(frame, method="map", progressbar=False)
+    theta = _estimates(model, BGNBD_PARAMS)
+    x, t_x, T = frame["frequency"].to_numpy(), frame["recency"].to_numpy(), frame["T"].to_numpy()
+    return _assess(BGNBD, BGNBD_PARAMS, theta, lambda th: bgnbd_loglik(th, x, t_x, T), len(frame), t0, model)
+
+
+def fit_gamma_gamma(data: pd.DataFrame) -> Fit:
+    """Gamma-Gamma by MAP with flat priors on the repeat buyers (frequency > 0, monetary_value > 0)."""
+    from pymc_marketing import clv
+
+    t0 = time.perf_counter()
+    rep = data[(data["frequency"] > 0) & (data["monetary_value"] > 0)]
+    frame = pd.DataFrame(
+        {
+            "customer_id": np.arange(len(rep)),
+            "frequency": rep["frequency"].to_numpy("float64"),
+            "monetary_value": rep["monetary_value"].to_numpy("float64"),
+        }
+    )
+    with _quiet():
+        model = clv.GammaGammaModel(model_config=_flat(GG_PARAMS))
+        model.fit(frame, method="map", progressbar=False)
+    theta = _estimates(model, GG_PARAMS)
+    x, m = frame["frequency"].to_numpy(), frame["monetary_value"].to_numpy()
+    return _assess(GAMMA_GAMMA, GG_PARAMS, theta, lambda th: gamma_gamma_loglik(th, x, m), len(frame), t0, model)
+
+
+def library_versions() -> dict[str, str]:
+    import pymc
+    import pymc_marketing
+
+    return {"pymc_marketing": pymc_marketing.__version__, "pymc": pymc.__version__}
+
+
+# ------------------------------------------------------------------------------------- can the data fit?
+
+
+def assess_data(inputs: pd.DataFrame, min_customers: int, min_repeat_buyers: int) -> str | None:
+    """Why the quarter's data cannot support a fit, in words, or None when it can."""
+    n = len(inputs)
+    repeat = int((inputs["frequency"] > 0).sum()) if n else 0
+    if n == 0:
+        return "no customer has bought by the as-of date"
+    if float(inputs["T"].max()) <= 0 and float(inputs["recency"].max()) <= 0:
+        return f"the data cover a single day: all {n:,} customers first bought on the as-of date"
+    if repeat == 0:
+        return f"each of the {n:,} customers bought on one day only: nothing shows how often customers come back"
+    if n < min_customers:
+        return f"only {n:,} customers (at least {min_customers:,} needed)"
+    if repeat < min_repeat_buyers:
+        return (
+            f"only {repeat:,} of {n:,} customers ({repeat / n:.1%}) bought on more than one day (at least "
+            f"{min_repeat_buyers:,} repeat buyers needed)"
+        )
+    return None
+
+
+def sample_rows(n: int, size: int | None, seed: int) -> np.ndarray | None:
+    """Row positions of a fit sample of `size` of n rows (sorted), or None to fit on everyone."""
+    if not size or n <= size:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
+# --------------------------------------------------------------------------------------------- scoring
+
+
+def _values(xr) -> np.ndarray:
+    return np.asarray(xr.values, dtype="float64").reshape(-1)
+
+
+def expected_purchases(bg: Fit, inputs: pd.DataFrame, t) -> np.ndarray:
+    """Expected purchases in the next t time units, per customer (pymc-marketing's BetaGeoModel)."""
+    data = _bg_frame(inputs)
+    with _quiet():
+        return _values(bg.library.expected_purchases(data=data, future_t=float(t)))
+
+
+def _bg_frame(inputs: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": np.arange(len(inputs)),
+            "frequency": inputs["frequency"].to_numpy("float64"),
+            "recency": inputs["recency"].to_numpy("float64"),
+            "T": inputs["T"].to_numpy("float64"),
+        }
+    )
+
+
+def score(
+    bg: Fit,
+    gg: Fit,
+    inputs: pd.DataFrame,
+    unit_days: float,
+    horizon_weeks: int = 52,
+    annual_discount_rate: float = 0.10,
+    step_weeks: int = 4,
+    extra_days: tuple[int, ...] = (),
+) -> pd.DataFrame:
+    """Per customer: p_alive, expected_purchases_13w / _52w, expected_avg_order_value, clv (discounted value of
+    the purchases expected within `horizon_weeks`, in steps of `step_weeks`, each step's purchases x expected
+    order value discounted at `annual_discount_rate` from the step's end), clv_if_active (= clv / p_alive)
+    and value_at_risk = (1 - p_alive) x clv_if_active: what is lost if the customer has in fact gone.
+    `extra_days`: further horizons (in days) whose expected purchases are returned as expected_purchases_<d>d."""
+    data = _bg_frame(inputs)
+    gg_data = pd.DataFrame(
+        {
+            "customer_id": data["customer_id"],
+            "frequency": data["frequency"],
+            "monetary_value": np.where(data["frequency"] > 0, inputs["monetary_value"].to_numpy("float64"), 0.0),
+        }
+    )
+
+    def weeks(w: float) -> float:
+        return w * 7.0 / unit_days
+
+    out = pd.DataFrame(index=inputs.index)
+    with _quiet():
+        p_alive = np.clip(_values(bg.library.expected_probability_alive(data=data)), 0.0, 1.0)
+        spend = _values(gg.library.expected_customer_spend(data=gg_data))
+        ep = {w: _values(bg.library.expected_purchases(data=data, future_t=weeks(w))) for w in (13, 52)}
+        steps = sorted(set(range(step_weeks, horizon_weeks, step_weeks)) | {horizon_weeks})
+        clv, prev = np.zeros(len(data)), np.zeros(len(data))
+        for s in steps:
+            cum = ep[s] if s in ep else _values(bg.library.expected_purchases(data=data, future_t=weeks(s)))
+            clv += spend * np.maximum(cum - prev, 0.0) / (1.0 + annual_discount_rate) ** (s / 52.0)
+            prev = cum
+        extra = {d: _values(bg.library.expected_purchases(data=data, future_t=d / unit_days)) for d in extra_days}
+    out["p_alive"] = p_alive
+    out["expected_purchases_13w"] = np.maximum(ep[13], 0.0)
+    out["expected_purchases_52w"] = np.maximum(ep[52], 0.0)
+    out["expected_avg_order_value"] = spend
+    out["clv"] = clv
+    out["clv_if_active"] = np.where(p_alive > 1e-12, clv / np.maximum(p_alive, 1e-12), 0.0)
+    out["value_at_risk"] = (1.0 - p_alive) * out["clv_if_active"]
+    for d, v in extra.items():
+        out[f"expected_purchases_{d}d"] = np.maximum(v, 0.0)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- calibration
+
+BUCKETS = [0, 1, 2, 3, 4, 5, 6, 7]  # the last bucket is "7+"
+
+
+@dataclass
+class Calibration:
+    """Predicted against actual purchases in the period after the as-of date (the holdout)."""
+
+    holdout_days: int
+    customers: int
+    predicted: float  # total expected purchases
+    actual: int  # total purchase days observed
+    correlation: float  # per customer, Pearson
+    mae: float  # mean absolute error per customer
+    by_frequency: pd.DataFrame  # bucket, customers, mean_predicted, mean_actual
+
+    @property
+    def relative_error(self) -> float:
+        return (self.predicted - self.actual) / self.actual if self.actual else float("nan")
+
+
+def calibration(frequency, predicted, actual, holdout_days: int) -> Calibration:
+    """Compare each customer's expected purchases over the holdout with the purchase days observed in it,
+    also per calibration-period frequency bucket (0, 1, ..., 6, 7+), as the field's tools plot it."""
+    f = np.asarray(frequency, dtype="int64")
+    pred, act = np.asarray(predicted, dtype="float64"), np.asarray(actual, dtype="float64")
+    bucket = np.minimum(f, BUCKETS[-1])
+    df = pd.DataFrame({"bucket": bucket, "predicted": pred, "actual": act})
+    g = df.groupby("bucket")
+    table = pd.DataFrame(
+        {"customers": g.size(), "mean_predicted": g["predicted"].mean(), "mean_actual": g["actual"].mean()}
+    ).reset_index()
+    table["bucket"] = [f"{b}+" if b == BUCKETS[-1] else str(b) for b in table["bucket"]]
+    corr = float(np.corrcoef(pred, act)[0, 1]) if len(pred) > 1 and act.std() > 0 and pred.std() > 0 else 0.0
+    return Calibration(
+        holdout_days=holdout_days,
+        customers=len(pred),
+        predicted=float(pred.sum()),
+        actual=int(act.sum()),
+        correlation=corr,
+        mae=float(np.mean(np.abs(pred - act))) if len(pred) else 0.0,
+        by_frequency=table,
+    )
+
+
+# ----------------------------------------------------------------------------------------- simulation
+
+
+def simulate_bgnbd(
+    n: int, r: float, alpha: float, a: float, b: float, T_min: float = 26, T_max: float = 104, seed: int = 0
+) -> pd.DataFrame:
+    """Purchase histories from the BG/NBD process: each customer buys at Poisson rate lambda ~ Gamma(r, alpha)
+    and after each repeat purchase drops out with probability p ~ Beta(a, b); observed for T ~ U(T_min, T_max)
+    time units after the first purchase. Returns frequency, recency, T (plus the true lam, p, alive)."""
+    rng = np.random.default_rng(seed)
+    lam = rng.gamma(r, 1.0 / alpha, n)
+    p = rng.beta(a, b, n)
+    T = rng.uniform(T_min, T_max, n)
+    t, x, t_x = np.zeros(n), np.zeros(n, dtype="int64"), np.zeros(n)
+    active = np.ones(n, dtype=bool)
+    idx = np.arange(n)
+    while len(idx):
+        t[idx] += rng.exponential(1.0 / np.maximum(lam[idx], 1e-300))
+        buys = t[idx] <= T[idx]
+        idx = idx[buys]
+        x[idx] += 1
+        t_x[idx] = t[idx]
+        drop = rng.random(len(idx)) < p[idx]
+        active[idx[drop]] = False
+        idx = idx[~drop]
+    return pd.DataFrame({"frequency": x, "recency": t_x, "T": T, "lam": lam, "p": p, "alive": active})
+
+
+def simulate_gamma_gamma(frequency, p: float, q: float, v: float, seed: int = 0) -> np.ndarray:
+    """Mean order value of each customer's `frequency` repeat purchases: nu ~ Gamma(q, rate v), each order's
+    value ~ Gamma(p, rate nu) (so the mean of x orders ~ Gamma(p x, rate nu x)); 0 where frequency is 0."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(frequency, dtype="float64")
+    nu = rng.gamma(q, 1.0 / v, len(x))
+    m = rng.gamma(np.maximum(p * x, 1e-12), 1.0 / (nu * np.maximum(x, 1)))
+    return np.where(x > 0, m, 0.0)
