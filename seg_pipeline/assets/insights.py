@@ -533,6 +533,10 @@ def segment_insights(
         lap("contract")
         # ---- plots, files and report (written only once the contract has passed)
         qlabel, plabel = q.label, q.previous().label
+        first_sale = con.execute("SELECT min(invoice_date) FROM cleaned_sales").fetchall()[0][0]
+        if first_sale is not None and first_sale.date() > q.start:
+            # the data starts inside its first quarter: offered, and said so wherever the report names it
+            qlabel = f"{q.label} (partial quarter: sales from {first_sale:%Y-%m-%d})"
         plot_list = draw_plots(inp, r, config, q, lookback)
         lap("plots")
         rule = (

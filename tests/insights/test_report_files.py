@@ -187,3 +187,13 @@ def test_run_command_ends_with_the_report_path(full_run, monkeypatch):
     path = Path(last.removeprefix("Report: "))
     assert last.startswith("Report: ") and path == folder(Path(home).resolve(), quarters[-1]) / REPORT_HTML
     assert path.is_file()
+
+
+def test_a_partial_first_quarter_is_labelled_as_such(full_run):
+    """The data starts 2009-12-01, inside 2009-Q4: that quarter is offered and its report says it is partial;
+    later quarters are not labelled so."""
+    home, quarters = full_run
+    first = (folder(home, quarters[0]) / REPORT_MD).read_text(encoding="utf-8")
+    assert "# Customer segments, 2009-Q4 (partial quarter: sales from 2009-12-01)" in first
+    later = (folder(home, quarters[1]) / REPORT_MD).read_text(encoding="utf-8")
+    assert "partial quarter" not in later
