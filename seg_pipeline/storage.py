@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,10 +59,15 @@ FAILPOINT_ENV = "SEG_PIPELINE_FAILPOINT"
 
 def failpoint(name: str) -> None:
     """Fault injection for the reliability tests: when SEG_PIPELINE_FAILPOINT names this point, the process
-    kills itself (SIGKILL: no cleanup, no rollback handler), as a power cut or an OOM kill would.
+    kills itself (SIGKILL: no cleanup, no rollback handler), as a power cut or an OOM kill would; when it is
+    `wait:<point>`, the process says so on stderr and sleeps there (up to 60 s) for a test to signal it.
     Points: `before_commit:<table>` (everything written, not committed), `before_rename:<file name>`."""
-    if os.environ.get(FAILPOINT_ENV) == name:
+    value = os.environ.get(FAILPOINT_ENV)
+    if value == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    elif value == f"wait:{name}":
+        print(f"failpoint {name}: waiting", file=sys.stderr, flush=True)
+        time.sleep(60)
 
 
 @contextlib.contextmanager
@@ -78,12 +85,18 @@ def transaction(con: duckdb.DuckDBPyConnection, label: str = "") -> Iterator[duc
 
 
 def publish_tables(
-    con: duckdb.DuckDBPyConnection, tables: list[str], state: tuple[str, str] | None = None, append: bool = False
+    con: duckdb.DuckDBPyConnection,
+    tables: list[str],
+    state: tuple[str, str] | None = None,
+    append: bool = False,
+    also=None,
 ) -> None:
     """Replace each table by its staging table (renamed, not copied), or with `append` add the staging
     table's rows to it, all in one transaction. `state` = (step, fingerprint) is recorded in the same
-    transaction."""
+    transaction, and `also(con)` runs inside it."""
     with transaction(con, tables[0]):
+        if also is not None:
+            also(con)
         for t in tables:
             if append:
                 con.execute(f"INSERT INTO {quote_ident(t)} BY NAME SELECT * FROM {quote_ident(stage_name(t))}")

@@ -1,9 +1,11 @@
 """cleaned_sales (and rejected_sales): product sales lines kept for analysis; every removed row with its reason."""
 
+from datetime import UTC, datetime
+
 import dagster as dg
 
 from ..partitions import Quarter, quarter_of, quarters_covered, sync_quarters
-from ..resources import Warehouse
+from ..resources import PipelineHome, Warehouse
 from ..sql import load_sql, sql_fingerprint
 from ..storage import get_state, publish_tables, table_exists
 from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview, sql_references, table_metadata, table_spec
@@ -53,11 +55,11 @@ CLEANED_DESCRIPTION = (
     ],
     check_specs=[contract_spec(TABLE)],
 )
-def cleaned_sales(context: dg.AssetExecutionContext, warehouse: Warehouse):
-    yield from _clean(context, warehouse)
+def cleaned_sales(context: dg.AssetExecutionContext, pipeline: PipelineHome, warehouse: Warehouse):
+    yield from _clean(context, pipeline, warehouse)
 
 
-def _clean(context: dg.AssetExecutionContext, warehouse: Warehouse):
+def _clean(context: dg.AssetExecutionContext, pipeline: PipelineHome, warehouse: Warehouse):
     with warehouse.get_connection() as con:
         # a loaded file is its hash and load time: reloading it (e.g. under a new column mapping) changes it
         loads = con.execute("SELECT _source_sha256, min(_loaded_at) FROM raw_transactions GROUP BY 1").fetchall()
@@ -67,6 +69,8 @@ def _clean(context: dg.AssetExecutionContext, warehouse: Warehouse):
         con.execute("SET VARIABLE seg_customer_ids = ?", [id_rule])
         sql_key = sql_fingerprint("sales_rules", "duplicate_lines", "cleaned_sales", "rejected_sales") + id_rule
         fingerprint = f"{','.join(sorted(raw_files))}|{sql_key}"
+        cleared: dict[str, int] = {}
+        moved = None
         mode, new_loads = _plan(
             get_state(con, TABLE), set(raw_files), sql_key, table_exists(con, TABLE) and table_exists(con, REJECTED)
         )
@@ -109,7 +113,24 @@ def _clean(context: dg.AssetExecutionContext, warehouse: Warehouse):
                 note=note,
             )
             con.execute("DROP VIEW raw_batch")
-            publish_tables(con, [TABLE, REJECTED], state=(TABLE, fingerprint), append=mode == "append")
+            # sales published before are gone (a file removed or replaced, another source or mapping): every
+            # quarterly output built from them goes in the same transaction, so no table mixes two sources
+            superseded = mode == "full" and _sales_removed(get_state(con, TABLE), set(raw_files))
+            publish_tables(
+                con,
+                [TABLE, REJECTED],
+                state=(TABLE, fingerprint),
+                append=mode == "append",
+                also=(lambda c: cleared.update(clear_quarterly_outputs(c))) if superseded else None,
+            )
+            if cleared:
+                moved = _archive_artifacts(pipeline)
+                context.log.warning(
+                    f"the sales changed (a source file removed or replaced, or another source or mapping): cleared "
+                    f"{sum(cleared.values()):,} rows built from the old sales in {', '.join(cleared)}"
+                    + (f"; their models and reports moved to {moved}" if moved else "")
+                    + ". The quarterly steps rebuild them from the new sales."
+                )
 
         raw_rows = con.execute("SELECT count(*) FROM raw_transactions").fetchall()[0][0]
         kept = con.execute(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
@@ -138,6 +159,8 @@ def _clean(context: dg.AssetExecutionContext, warehouse: Warehouse):
         "revenue": float(span[3] or 0),
         "skipped_unchanged": mode == "unchanged",
         "cleaning_mode": mode,
+        "quarterly_outputs_cleared": dg.MetadataValue.json(cleared) if cleared else "none",
+        "old_artifacts_moved_to": str(moved) if moved else "none",
         "quarters": ", ".join(q.label for q in quarters) or "none",
         "quarters_registered": dg.MetadataValue.json({"added": added, "removed": removed}),
         "not_yet_a_quarter": _incomplete_note(span[1], quarters),
@@ -175,6 +198,44 @@ def _incomplete_note(last_sale, quarters: list[Quarter]) -> str:
         f"{tail.label} (sales to {last_sale:%Y-%m-%d}, the quarter ends {tail.as_of_date}): offered as a partition "
         "once the data reaches its last day"
     )
+
+
+def clear_quarterly_outputs(con) -> dict[str, int]:
+    """Empty every quarterly table (those with a quarter column): they were built from sales that are no
+    longer there. Returns rows removed per table. Runs inside the transaction that publishes the new
+    cleaned sales."""
+    tables = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT table_name FROM information_schema.columns WHERE table_schema = 'main' "
+            "AND NOT starts_with(table_name, '__') AND column_name = 'quarter' ORDER BY 1"
+        ).fetchall()
+    ]
+    out = {}
+    for t in tables:
+        n = con.execute(f'DELETE FROM "{t}"').fetchall()[0][0]
+        if n:
+            out[t] = n
+    return out
+
+
+def _archive_artifacts(pipeline: PipelineHome):
+    """Move the old data's model and report folders aside (kept, never deleted): <home>/superseded/<time>/."""
+    dest = pipeline.path / "superseded" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    moved = False
+    for name in ("models", "reports"):
+        folder = pipeline.path / name
+        if folder.is_dir() and any(folder.iterdir()):
+            dest.mkdir(parents=True, exist_ok=True)
+            folder.rename(dest / name)
+            moved = True
+    return dest if moved else None
+
+
+def _sales_removed(state: str | None, raw_files: set[str]) -> bool:
+    """Whether file loads cleaned before are no longer in raw_transactions (removed, replaced or reloaded)."""
+    done = set(filter(None, (state or "").rpartition("|")[0].split(",")))
+    return bool(done - raw_files)
 
 
 def _plan(state: str | None, raw_files: set[str], sql_key: str, published: bool) -> tuple[str, list[str]]:

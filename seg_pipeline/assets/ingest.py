@@ -22,40 +22,6 @@ ORDER_RULE_TEXT = {
 }  # what the readers produce, before the parsed columns are added
 
 
-def clear_derived_outputs(con) -> dict[str, int]:
-    """Empty every table derived from raw_transactions (cleaned and rejected sales, and every quarterly table:
-    those with a quarter column) and forget cleaning's state. Returns rows removed per table. Call inside the
-    transaction that publishes the new raw rows."""
-    tables = [
-        r[0]
-        for r in con.execute(
-            "SELECT DISTINCT table_name FROM information_schema.columns WHERE table_schema = 'main' "
-            "AND NOT starts_with(table_name, '__') "
-            "AND (column_name = 'quarter' OR table_name IN ('cleaned_sales', 'rejected_sales')) ORDER BY 1"
-        ).fetchall()
-    ]
-    out = {}
-    for t in tables:
-        n = con.execute(f"DELETE FROM {readers.quote_ident(t)}").fetchall()[0][0]
-        if n:
-            out[t] = n
-    con.execute("DELETE FROM _pipeline_state WHERE step = 'cleaned_sales'")
-    return out
-
-
-def _archive_artifacts(pipeline: PipelineHome):
-    """Move the old data's model and report folders aside (kept, never deleted): <home>/superseded/<time>/."""
-    dest = pipeline.path / "superseded" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    moved = False
-    for name in ("models", "reports"):
-        folder = pipeline.path / name
-        if folder.is_dir() and any(folder.iterdir()):
-            dest.mkdir(parents=True, exist_ok=True)
-            folder.rename(dest / name)
-            moved = True
-    return dest if moved else None
-
-
 @dg.asset(
     name=TABLE,
     group_name=GROUP,
@@ -134,12 +100,7 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
                 description="No new or changed source file: nothing new to validate.",
             )
 
-        # The raw data changes other than by added files (a file removed or replaced, another source, another
-        # mapping): every output derived from the old rows goes in the same transaction, so no table ever
-        # mixes two sources; the next steps rebuild them from the new rows.
-        superseded = table_exists(con, TABLE) and (remap or bool(stale))
         with transaction(con, TABLE):
-            cleared = clear_derived_outputs(con) if superseded else {}
             keep_old = table_exists(con, TABLE) and not remap and bool(loaded & set(hashes.values()))
             if not keep_old and new_files:
                 # nothing published is kept: the staged table becomes the table (renamed, not copied)
@@ -179,20 +140,10 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
         "rows_loaded_this_run": sum(per_file.values()),
         "stale_files_removed": len(stale),
         "files_ignored": dg.MetadataValue.json(ignored) if ignored else "none",
-        "derived_outputs_cleared": dg.MetadataValue.json(cleared) if cleared else "none",
         "columns_absent_in_source": ", ".join(absent) or "none",
         "orders": "; ".join(ORDER_RULE_TEXT[r] for r in rules),
         "preview": md_preview,
     }
-    if cleared:
-        moved = _archive_artifacts(pipeline)
-        context.log.warning(
-            f"the source changed ({len(stale)} file(s) removed or replaced{', new column mapping' if remap else ''}): "
-            f"cleared {sum(cleared.values()):,} rows derived from the old data in {', '.join(cleared)}"
-            + (f"; models and reports moved to {moved}" if moved else "")
-            + ". The next steps rebuild them from the new data."
-        )
-        return_meta["old_artifacts_moved_to"] = str(moved) if moved else "none"
     if per_file:
         return_meta["rows_per_new_file"] = dg.MetadataValue.json(per_file)
         return_meta["empty_rows_skipped"] = dg.MetadataValue.json(empty_rows or {"all files": 0})
