@@ -45,6 +45,25 @@ def latest_summary(database: Path, quarter: str | None = None):
             if not hist.empty:
                 counts = transition_counts(hist, list(summary["segment"]))
         headline = headline_of(summary)
+        pending = _uncleaned_files(con, tables)
+        if pending:
+            headline += (
+                f"\nNote: raw_transactions holds {', '.join(pending)}, which has not passed cleaning yet: these "
+                "segments are of the sales published before it (see the last run's error)."
+            )
         return quarter, summary, counts, headline
     finally:
         con.close()
+
+
+def _uncleaned_files(con, tables: set[str]) -> list[str]:
+    """Source files loaded into raw_transactions since cleaned_sales was last published (a new source whose
+    cleaning failed): the segments shown are then of the sales before it."""
+    if not {"raw_transactions", "_pipeline_state"} <= tables:
+        return []
+    state = con.execute("SELECT fingerprint FROM _pipeline_state WHERE step = 'cleaned_sales'").fetchall()
+    done = set(filter(None, (state[0][0] if state else "").rpartition("|")[0].split(",")))
+    loads = con.execute(
+        "SELECT _source_file, _source_sha256, min(_loaded_at) FROM raw_transactions GROUP BY 1, 2 ORDER BY 1"
+    ).fetchall()
+    return [f for f, sha, at in loads if f"{sha}@{at:%Y%m%dT%H%M%S%f}" not in done]

@@ -248,3 +248,31 @@ def test_a_failed_run_on_a_new_source_leaves_a_consistent_home(tmp_path, two_sou
         c
         for c in read_table(home, "SELECT customer_id FROM raw_transactions").customer_id.dropna().str.replace(".0", "")
     }
+
+
+@pytest.mark.slow  # a full run, then a new source that fails cleaning
+def test_a_new_source_that_fails_cleaning_keeps_the_old_outputs_and_summary_says_so(
+    tmp_path, two_sources, dagster_instance
+):
+    import click
+
+    from seg_pipeline.insights.summary import latest_summary
+
+    a, b, _ = two_sources
+    home = tmp_path / "home"
+    done = run(home, a, instance=dagster_instance)
+    before = read_table(home, "SELECT * FROM segment_assignments ORDER BY quarter, customer_id")
+    bad = tmp_path / "b_negative.csv"
+    df = pd.read_csv(b, dtype=str, keep_default_na=False)
+    df["Price"] = "-1.00"
+    df.to_csv(bad, index=False)
+    with pytest.raises(click.ClickException, match="step cleaned_sales"):
+        run(home, bad, instance=dagster_instance)
+    after = read_table(home, "SELECT * FROM segment_assignments ORDER BY quarter, customer_id")
+    pd.testing.assert_frame_equal(after, before)  # the last good outputs are intact
+    quarter, _, _, headline = latest_summary(home / "warehouse.duckdb")
+    assert quarter == done[-1]
+    assert (
+        "Note: raw_transactions holds b_negative.csv, which has not passed cleaning yet: these segments are of "
+        "the sales published before it"
+    ) in headline
