@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -11,6 +13,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.table import Table
+
+from . import faults
 
 # piped output (CI logs, `| tee`) gets a fixed width wide enough for the tables instead of rich's 80 columns
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
@@ -89,19 +93,29 @@ def _run_quarters(home, source, mapping, quarters, quiet, instance, refit, model
     quarterly_config = {**quiet_logs, **({"ops": {"clustering_model": {"config": model_cfg}}} if model_cfg else {})}
 
     def step(selection: list[str], partition_key: str | None, label: str):
+        # a safe point: a SIGINT/SIGTERM received so far stops the run here (faults.SignalWatch)
+        faults.state.check(f"before {label}")
+        faults.state.where = f"during {label}"
         t0 = time.perf_counter()
-        result = dg.materialize(
-            ALL_ASSETS,
-            selection=selection,
-            partition_key=partition_key,
-            resources=resources,
-            instance=instance,
-            run_config=quarterly_config if partition_key else quiet_logs,
-            raise_on_error=False,
-            tags={"seg_pipeline/launched_by": "cli"},
-        )
+        try:
+            result = dg.materialize(
+                ALL_ASSETS,
+                selection=selection,
+                partition_key=partition_key,
+                resources=resources,
+                instance=instance,
+                run_config=quarterly_config if partition_key else quiet_logs,
+                raise_on_error=False,
+                tags={"seg_pipeline/launched_by": "cli"},
+            )
+        except Exception:
+            running = _running_step(instance)
+            faults.state.where = f"during {label}" + (f", step {running}" if running else "")
+            raise
+        _check_interrupted(result, label)
         if not result.success:
-            raise click.ClickException(f"{label} failed: {_failure_message(result)}")
+            raise click.ClickException(f"{label} failed: {_failure_message(result, home)}")
+        faults.state.where = f"after {label}"
         return result, time.perf_counter() - t0
 
     if not quiet:
@@ -155,13 +169,60 @@ def _connect(warehouse):
         raise click.ClickException(exc.description) from None
 
 
+def _check_interrupted(result, label: str) -> None:
+    """Raise faults.Interrupted if a SIGINT/SIGTERM arrived during the Dagster run just ended: the step
+    Dagster interrupted (its transaction rolled back), or the whole run if it finished and published."""
+    signum = faults.state.received()
+    if signum is None:
+        return
+    interrupted = [
+        ev.step_key
+        for ev in result.all_events
+        if ev.event_type_value == "STEP_FAILURE" and "Interrupt" in (ev.event_specific_data.error.cls_name or "")
+    ]
+    if interrupted:
+        where = f"during {label}, step {interrupted[0]}"
+    else:
+        where = f"after {label}" if result.success else f"during {label}"
+    raise faults.Interrupted(signum, where)
+
+
+def _running_step(instance) -> str | None:
+    """The step the latest run had started and not finished (for an exception out of dg.materialize)."""
+    with contextlib.suppress(Exception):
+        runs = instance.get_runs(limit=1)
+        if not runs:
+            return None
+        started: list[str] = []
+        for entry in instance.all_logs(runs[0].run_id):
+            ev = entry.dagster_event
+            if ev is None or not ev.step_key:
+                continue
+            if ev.event_type_value == "STEP_START":
+                started.append(ev.step_key)
+            elif ev.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED") and ev.step_key in started:
+                started.remove(ev.step_key)
+        return started[-1] if started else None
+    return None
+
+
 def _label(q: str) -> str:
     from .partitions import parse_quarter
 
     return parse_quarter(q).label
 
 
-def _failure_message(result) -> str:
+# what to say for an exception that has no message of its own (Dagster's interruption is only a class path)
+_PLAIN_ERRORS = {"DagsterExecutionInterruptedError": "interrupted", "KeyboardInterrupt": "interrupted"}
+# a class path in a message ("dagster._core.errors.DagsterInvariantViolationError"), not a file name
+_CLASS_PATH = re.compile(
+    r"(?<![\w./\\-])(?:dagster|_duckdb|duckdb|seg_pipeline|great_expectations)(?:\.\w+)*\.([A-Z]\w*)"
+)
+
+
+def _failure_message(result, home: Path | None = None) -> str:
+    """The first failed step's own message: without exception class paths, and a full disk (however the
+    step words it) as "no space left on device while writing <path>"."""
     for ev in result.all_events:
         if ev.event_type_value == "STEP_FAILURE":
             err = ev.event_specific_data.error
@@ -172,7 +233,15 @@ def _failure_message(result) -> str:
             head, sep, rest = msg.partition(": ")
             if err is not None and sep and head.rsplit(".", 1)[-1] == err.cls_name:
                 msg = rest
-            return f"step {ev.step_key}: {msg}"
+            elif err is not None and msg.rsplit(".", 1)[-1] == err.cls_name:  # a class path and no message
+                msg = _PLAIN_ERRORS.get(err.cls_name, err.cls_name)
+            msg = _CLASS_PATH.sub(r"\1", msg)
+            texts, e = [], err
+            while e is not None:  # the causes too: a SourceError may hide DuckDB's "No space left on device"
+                texts.append(e.message)
+                e = e.cause or e.context
+            full = faults.no_space_message("\n".join(texts), home)
+            return f"step {ev.step_key}: {full or msg}"
     return "unknown error (see the Dagster run log)"
 
 
@@ -251,7 +320,58 @@ def print_summary(home: Path, quarter: str | None = None) -> None:
         console.print(m)
 
 
-@click.group()
+class _OneLineErrors(click.Group):
+    """Every command's faults as one line on stderr, never a traceback: click's own errors as click shows
+    them (exit 1 or 2); an interruption (faults.Interrupted) with where it stopped (exit 128 + the signal);
+    anything else with where it happened, its cause and the log file holding the full trace (exit 1)."""
+
+    def invoke(self, ctx: click.Context):
+        faults.state.where, faults.state.home, faults.state.dagster_home = "", None, None
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except faults.Interrupted as exc:
+            click.echo(exc.message, err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:  # SIGINT outside `run`'s watch (another command, or before it started)
+            exc = faults.Interrupted(signal.SIGINT, faults.state.where or f"in seg-pipeline {ctx.invoked_subcommand}")
+            click.echo(exc.message, err=True)
+            ctx.exit(exc.exit_code)
+        except Exception as exc:
+            where = faults.state.where or f"in seg-pipeline {ctx.invoked_subcommand}"
+            click.echo(faults.unexpected_error_line(exc, where, faults.state.home, faults.state.dagster_home), err=True)
+            ctx.exit(1)
+
+
+def _print_lock_wait(wait) -> None:
+    click.echo(f"seg-pipeline: {wait.message}", err=True)
+
+
+def _rejected_line(home: Path) -> str | None:
+    """The line "rejected 1,234 rows: cancellation 800 · missing_customer 400 · ..." from rejected_sales
+    (None if the warehouse cannot be read now: another process holds it)."""
+    import duckdb
+
+    try:
+        con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    except duckdb.Error:
+        return None
+    try:
+        rows = con.execute(
+            "SELECT rejection_reason, count(*) AS n FROM rejected_sales GROUP BY ALL ORDER BY n DESC, rejection_reason"
+        ).fetchall()
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    total = sum(n for _, n in rows)
+    if not total:
+        return "rejected 0 rows"
+    return f"rejected {total:,} rows: " + " · ".join(f"{reason} {n:,}" for reason, n in rows)
+
+
+@click.group(cls=_OneLineErrors)
 def main() -> None:
     """Customer segmentation for retailers: Dagster assets over DuckDB, gated by data contracts."""
     # before scikit-learn loads OpenMP: its threads spin while waiting by default, which on a small shared
@@ -297,12 +417,32 @@ def run(source, mapping, home, quarters, refit) -> None:
     """Materialise every asset for every quarter the data covers, then print the latest summary."""
     from . import settings
 
-    home_path = Path(home).resolve() if home else settings.home_dir()
-    t0 = time.perf_counter()
-    done = run_pipeline(home_path, source, mapping, quarters, refit=refit)
-    console.print(f"finished {len(done)} quarter(s) in {time.perf_counter() - t0:.1f}s\n")
-    print_summary(home_path, done[-1])
-    console.print(f"Report: {home_path / 'reports' / done[-1] / 'report.html'}")
+    # first: SIGINT/SIGTERM from here on stop the run at the next safe point (see faults.SignalWatch)
+    with faults.SignalWatch() as watch, contextlib.ExitStack() as stack:
+        faults.state.watch = watch
+        stack.callback(setattr, faults.state, "watch", None)
+        home_path = Path(home).resolve() if home else settings.home_dir()
+        faults.state.home, faults.state.dagster_home = home_path, dagster_home_for(home_path)
+        try:  # up front: Dagster's run history (SQLite) would otherwise fail with a long trace
+            faults.check_writable(home_path, "the pipeline home")
+            faults.check_writable(faults.state.dagster_home, "the Dagster folder")
+        except faults.NotWritable as exc:
+            raise click.ClickException(str(exc)) from None
+        from . import resources
+
+        resources.lock_wait_listeners.append(_print_lock_wait)
+        stack.callback(resources.lock_wait_listeners.remove, _print_lock_wait)
+        t0 = time.perf_counter()
+        done = run_pipeline(home_path, source, mapping, quarters, refit=refit)
+        faults.state.where = "after the last quarter was published"
+        console.print(f"finished {len(done)} quarter(s) in {time.perf_counter() - t0:.1f}s")
+        rejected = _rejected_line(home_path)
+        if rejected:
+            console.print(rejected, soft_wrap=True)
+        console.print()
+        print_summary(home_path, done[-1])
+        console.print(f"Report: {home_path / 'reports' / done[-1] / 'report.html'}")
+        watch.check("after the last quarter was published")
 
 
 @main.command()
@@ -328,7 +468,8 @@ def summary(home, quarter) -> None:
     """Print the segment table and migration matrix of a quarter already materialised."""
     from . import settings
 
-    print_summary(Path(home).resolve() if home else settings.home_dir(), quarter)
+    faults.state.home = Path(home).resolve() if home else settings.home_dir()
+    print_summary(faults.state.home, quarter)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -55,11 +58,78 @@ class PipelineHome(dg.ConfigurableResource):
         return self.path / "reports" / quarter
 
 
+LOCK_DELAYS = tuple(0.1 * 2**i for i in range(10))
+"""Seconds between attempts to open a locked warehouse (dagster-duckdb's backoff: 0.1 s doubling, 10 retries,
+about 102 s in all)."""
+
+
+@dataclass(frozen=True)
+class LockWait:
+    """A wait for the warehouse lock: `event` is "waiting" (the first attempt found it locked) or "acquired"
+    (a later attempt got it). `pid`: the holder's process id, from DuckDB's message, if it names one."""
+
+    event: str
+    database: str
+    pid: int | None
+    max_wait: float
+    waited: float = 0.0
+
+    @property
+    def message(self) -> str:
+        if self.event == "acquired":
+            return f"got the warehouse {self.database} after waiting {self.waited:.1f}s"
+        holder = f" (PID {self.pid})" if self.pid is not None else ""
+        return (
+            f"waiting for the warehouse {self.database}: it is locked by another process{holder}; "
+            f"retrying for up to {self.max_wait:.0f}s"
+        )
+
+
+lock_wait_listeners: list[Callable[[LockWait], None]] = []
+"""Called when a connection starts waiting for the lock and when it gets it (the CLI adds one that prints
+to the console, where the Dagster log it also goes to is hidden)."""
+
+
+def _notify_lock_wait(wait: LockWait) -> None:
+    dg.get_dagster_logger().warning(wait.message)
+    for listener in list(lock_wait_listeners):
+        listener(wait)
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    return isinstance(exc, (duckdb.IOException, RuntimeError)) and "lock" in str(exc).lower()
+
+
+def connect_waiting(database: str, config: dict) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, retried while another process holds the file's lock (LOCK_DELAYS), telling the
+    lock_wait_listeners when the wait starts and when it ends. Other errors (a read-only or full disk) are
+    raised at once: waiting would not help."""
+    config = {"custom_user_agent": "dagster", **config}
+    started = None
+    for delay in (*LOCK_DELAYS, None):
+        try:
+            con = duckdb.connect(database, read_only=False, config=config)
+        except (duckdb.IOException, RuntimeError) as exc:
+            if delay is None or not _is_lock_error(exc):
+                raise
+            if started is None:
+                started = time.monotonic()
+                pid = re.search(r"\(PID (\d+)\)", str(exc))
+                _notify_lock_wait(LockWait("waiting", database, int(pid.group(1)) if pid else None, sum(LOCK_DELAYS)))
+            time.sleep(delay)
+        else:
+            if started is not None:
+                _notify_lock_wait(LockWait("acquired", database, None, sum(LOCK_DELAYS), time.monotonic() - started))
+            return con
+    raise AssertionError("unreachable")
+
+
 class Warehouse(DuckDBResource):
-    """dagster-duckdb's DuckDBResource on <home>/warehouse.duckdb, which waits (with backoff) while another
-    process holds the file; then fails with a message that says so instead of DuckDB's lock stack trace.
-    `database` empty: the warehouse of `home` (empty: the default home). The connection is closed on every
-    path, the asset's failure included."""
+    """dagster-duckdb's DuckDBResource on <home>/warehouse.duckdb, which waits while another process holds the
+    file (connect_waiting: dagster-duckdb's delays, and it says so through lock_wait_listeners and the Dagster
+    log); then fails with a message that says so instead of DuckDB's lock stack trace. `database` empty: the
+    warehouse of `home` (empty: the default home). The connection is closed on every path, the asset's failure
+    included."""
 
     database: str = ""
     home: str = ""
@@ -82,9 +152,9 @@ class Warehouse(DuckDBResource):
         Path(target.database).parent.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
             try:
-                con = stack.enter_context(target.get_connection())
+                con = connect_waiting(target.database, target.connection_config)
             except (duckdb.IOException, RuntimeError) as exc:
-                if "lock" in str(exc).lower():
+                if _is_lock_error(exc):
                     raise LockedWarehouseError(
                         description=(
                             f"The warehouse {target.database} is in use by another process (another seg_pipeline "
@@ -93,8 +163,7 @@ class Warehouse(DuckDBResource):
                         )
                     ) from exc
                 raise
-            # dagster-duckdb closes the connection only when the block ends normally: close it on every path
-            stack.callback(con.close)
+            stack.callback(con.close)  # on every path, the asset's failure included
             yield con
 
 

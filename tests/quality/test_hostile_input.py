@@ -212,11 +212,25 @@ def two_sources(tmp_path_factory):
     return a, b, tiny
 
 
-@pytest.mark.slow  # two full runs
-def test_a_new_source_replaces_every_output_of_the_old_one(tmp_path, two_sources, dagster_instance):
-    a, b, _ = two_sources
+@pytest.fixture(scope="module")
+def home_a(tmp_path_factory, two_sources, dagster_instance):
+    """A home after a complete run on source A; each test works on its own copy."""
+    home = tmp_path_factory.mktemp("home_a") / "home"
+    return home, run(home, two_sources[0], instance=dagster_instance)
+
+
+def _copy(home_a, tmp_path):
+    import shutil
+
     home = tmp_path / "home"
-    done_a = run(home, a, instance=dagster_instance)
+    shutil.copytree(home_a[0], home)
+    return home, home_a[1]
+
+
+@pytest.mark.slow  # full runs
+def test_a_new_source_replaces_every_output_of_the_old_one(tmp_path, two_sources, home_a, dagster_instance):
+    _, b, _ = two_sources
+    home, done_a = _copy(home_a, tmp_path)
     done_b = run(home, b, instance=dagster_instance)
     assert done_b[0] > done_a[0]
     for table in ("customer_features", "segment_assignments", "segment_migration_history", "clustering_model"):
@@ -231,12 +245,11 @@ def test_a_new_source_replaces_every_output_of_the_old_one(tmp_path, two_sources
 
 
 @pytest.mark.slow  # a full run, then a failing one
-def test_a_failed_run_on_a_new_source_leaves_a_consistent_home(tmp_path, two_sources, dagster_instance):
+def test_a_failed_run_on_a_new_source_leaves_a_consistent_home(tmp_path, two_sources, home_a, dagster_instance):
     import click
 
-    a, _, tiny = two_sources
-    home = tmp_path / "home"
-    run(home, a, instance=dagster_instance)
+    _, _, tiny = two_sources
+    home, _ = _copy(home_a, tmp_path)
     with pytest.raises(click.ClickException):
         run(home, tiny, instance=dagster_instance)
     raw = read_table(home, "SELECT DISTINCT _source_file FROM raw_transactions")._source_file.tolist()
@@ -252,15 +265,14 @@ def test_a_failed_run_on_a_new_source_leaves_a_consistent_home(tmp_path, two_sou
 
 @pytest.mark.slow  # a full run, then a new source that fails cleaning
 def test_a_new_source_that_fails_cleaning_keeps_the_old_outputs_and_summary_says_so(
-    tmp_path, two_sources, dagster_instance
+    tmp_path, two_sources, home_a, dagster_instance
 ):
     import click
 
     from seg_pipeline.insights.summary import latest_summary
 
-    a, b, _ = two_sources
-    home = tmp_path / "home"
-    done = run(home, a, instance=dagster_instance)
+    _, b, _ = two_sources
+    home, done = _copy(home_a, tmp_path)
     before = read_table(home, "SELECT * FROM segment_assignments ORDER BY quarter, customer_id")
     bad = tmp_path / "b_negative.csv"
     df = pd.read_csv(b, dtype=str, keep_default_na=False)
