@@ -122,6 +122,8 @@ def _run_quarters(home, source, mapping, quarters, quiet, instance, refit, model
         console.print(f"[bold]seg_pipeline[/] home {home}")
     res, dt = step(UNPARTITIONED, None, "ingest and cleaning")
     _report_steps(instance, res, dt, "history", quiet)
+    if not quiet:
+        console.print(_files_line(res))
 
     warehouse = resources["warehouse"]
     with _connect(warehouse) as con:
@@ -346,6 +348,27 @@ class _OneLineErrors(click.Group):
 
 def _print_lock_wait(wait) -> None:
     click.echo(f"seg-pipeline: {wait.message}", err=True)
+
+
+def _files_line(result) -> str:
+    """What the load read and what it ignored, from raw_transactions' metadata:
+    "source: 2 file(s): 1 loaded, 1 unchanged since the last load; ignored: notes.md (not a data file type ...)"."""
+    meta = next(
+        (
+            m.event_specific_data.materialization.metadata
+            for m in result.get_asset_materialization_events()
+            if m.event_specific_data.materialization.asset_key.to_user_string() == "raw_transactions"
+        ),
+        {},
+    )
+    new = meta["files_loaded_this_run"].value if "files_loaded_this_run" in meta else 0
+    same = meta["files_unchanged_skipped"].value if "files_unchanged_skipped" in meta else 0
+    ignored = meta.get("files_ignored")
+    ignored = ignored.value if ignored is not None and isinstance(ignored.value, dict) else {}
+    line = f"source: {new + same} file(s): {new} loaded, {same} unchanged since the last load"
+    if ignored:
+        line += "; ignored: " + ", ".join(f"{name} ({why})" for name, why in ignored.items())
+    return line
 
 
 def _rejected_line(home: Path) -> str | None:

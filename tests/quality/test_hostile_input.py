@@ -177,6 +177,13 @@ def test_folder_reports_what_it_ignored_and_refuses_unreadable_files(tmp_path, d
         "notes.md": "not a data file type (.csv, .csv.gz, .txt, .tsv, .parquet, .xlsx)",
         "old": "a sub-folder (folders are not read recursively)",
     }
+    from seg_pipeline.cli import _files_line
+
+    assert _files_line(result) == (
+        "source: 2 file(s): 2 loaded, 0 unchanged since the last load; ignored: .~lock.a.csv# (hidden or an "
+        "editor's lock file), notes.md (not a data file type (.csv, .csv.gz, .txt, .tsv, .parquet, .xlsx)), "
+        "old (a sub-folder (folders are not read recursively))"
+    )
     assert read_table(home, "SELECT DISTINCT _source_file FROM raw_transactions ORDER BY 1")._source_file.tolist() == [
         "a.csv",
         "b.csv",
