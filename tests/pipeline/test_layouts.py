@@ -110,7 +110,7 @@ def orders_from(text: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def orders(tmp_path_factory) -> pd.DataFrame:
     d = tmp_path_factory.mktemp("orders")
-    return orders_from(read_source_text(write_transactions(d / "gen.csv", n_customers=150, seed=5)))
+    return orders_from(read_source_text(write_transactions(d / "gen.csv", n_customers=100, seed=5)))
 
 
 # the README's order-level example (Configuration), for a file like DATA.md describes

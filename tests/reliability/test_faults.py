@@ -109,7 +109,6 @@ def homes(tmp_path_factory, sources):
 KILL_POINTS = [
     ("before_commit:raw_transactions", []),
     ("before_commit:cleaned_sales", ["raw_transactions"]),
-    ("before_commit:customer_features", ["raw_transactions", "cleaned_sales", "rejected_sales"]),
     ("before_rename:scaler.joblib", ["raw_transactions", "cleaned_sales", "rejected_sales"]),
     ("before_commit:segment_assignments", ["raw_transactions", "cleaned_sales", "rejected_sales"]),
 ]
