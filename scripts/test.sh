@@ -11,4 +11,5 @@ export GX_ANALYTICS_ENABLED=false OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 # loads the code location as `dg dev` and a deployment do ([tool.dg] in pyproject.toml); VIRTUAL_ENV tells dg
 # that the project's .venv is the one in use (it warns otherwise)
 VIRTUAL_ENV="$PWD/.venv" .venv/bin/dg check defs
-exec .venv/bin/python -m pytest "$@"
+# two workers (the machine has 2 cores), whole files per worker: each file keeps its module fixtures
+exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
