@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import dagster as dg
@@ -111,3 +112,17 @@ def gate(
     yield outcome.check_result(asset_key=asset_name)
     if outcome.blocking:
         raise dg.Failure(description=outcome.failure_message(), metadata=outcome.failure_metadata())
+
+
+def step_clock():
+    """Seconds per phase of a step, for its metadata: `seconds, lap = step_clock()`, then `lap("read")` after
+    each phase records the time since the previous lap."""
+    seconds: dict[str, float] = {}
+    last = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        seconds[name] = round(now - last[0], 3)
+        last[0] = now
+
+    return seconds, lap

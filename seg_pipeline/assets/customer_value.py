@@ -12,7 +12,6 @@ metadata also shows the calibration: predicted against actual purchases in the f
 """
 
 import json
-import time as clock
 from datetime import datetime, time, timedelta
 
 import dagster as dg
@@ -24,7 +23,17 @@ from ..partitions import parse_quarter, quarter_of, quarterly_partitions
 from ..resources import PipelineHome, Warehouse
 from ..sql import load_sql
 from ..storage import atomic_write_text, create_stage_from_df, publish_partition, table_exists
-from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, md_table, sql_references, table_metadata, table_spec
+from .common import (
+    ANALYTICS_OWNERS,
+    GROUP,
+    contract_spec,
+    gate,
+    md_table,
+    sql_references,
+    step_clock,
+    table_metadata,
+    table_spec,
+)
 
 TABLE = "customer_value"
 PARAMS = "customer_value_parameters"
@@ -159,13 +168,7 @@ def customer_value(
     q = parse_quarter(context.partition_key)
     unit, unit_days = config.time_unit, cv.TIME_UNITS[config.time_unit]
     params = value_params(q.key, unit_days)
-    seconds, t0 = {}, clock.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal t0
-        now = clock.perf_counter()
-        seconds[name] = round(now - t0, 3)
-        t0 = now
+    seconds, lap = step_clock()
 
     with warehouse.get_connection() as con:
         if not table_exists(con, "cleaned_sales"):

@@ -6,7 +6,6 @@ The numbers come from the pure functions of seg_pipeline/insights/analysis.py, t
 insights/plots.py, the report from insights/report.py and its templates.
 """
 
-import time as clock
 from dataclasses import dataclass
 from datetime import datetime, time
 
@@ -26,7 +25,7 @@ from ..storage import (
     publish_partition,
     table_exists,
 )
-from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, md_table, table_metadata, table_spec
+from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, md_table, step_clock, table_metadata, table_spec
 
 ASSET = "segment_insights"
 PROFILE = "segment_profile"
@@ -453,13 +452,7 @@ def segment_insights(
     start = datetime.combine(q.window_start(lookback), time())
     end = datetime.combine(q.end, time())
     catalogue = load_catalogue()
-    seconds, t0 = {}, clock.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal t0
-        now = clock.perf_counter()
-        seconds[name] = round(now - t0, 3)
-        t0 = now
+    seconds, lap = step_clock()
 
     with warehouse.get_connection() as con:
         inp = read_inputs(con, q, start, end)

@@ -206,18 +206,7 @@ def recency_by_segment(
     fig = _figure(7.5, 0.5 * len(order) + 1.3, left=_label_width(order), top=0.4, bottom=0.55)
     ax = fig.add_subplot()
     colors = segment_colors(order)
-    bp = ax.boxplot(
-        data[::-1],
-        orientation="horizontal",
-        patch_artist=True,
-        widths=0.6,
-        flierprops={"markersize": 2, "alpha": 0.4},
-        medianprops={"color": "black"},
-    )
-    for patch, s in zip(bp["boxes"], order[::-1]):
-        patch.set_facecolor(colors[s])
-        patch.set_alpha(0.75)
-    ax.set_yticks(np.arange(1, len(order) + 1), order[::-1])
+    _segment_boxes(ax, data, order, colors)
     if winback_days is not None:
         ax.axvline(winback_days, color="#d62728", ls="--", lw=1)
         ax.text(
@@ -233,6 +222,22 @@ def recency_by_segment(
     ax.set_title(title, fontsize=11, loc="left")
     ax.spines[["top", "right"]].set_visible(False)
     return _png(fig)
+
+
+def _segment_boxes(ax, data: list, order: list[str], colors: dict) -> None:
+    """Horizontal box plots, one per segment, the first of `order` at the top, in the segments' colours."""
+    bp = ax.boxplot(
+        data[::-1],
+        orientation="horizontal",
+        patch_artist=True,
+        widths=0.6,
+        flierprops={"markersize": 2, "alpha": 0.4},
+        medianprops={"color": "black"},
+    )
+    for patch, s in zip(bp["boxes"], order[::-1]):
+        patch.set_facecolor(colors[s])
+        patch.set_alpha(0.75)
+    ax.set_yticks(np.arange(1, len(order) + 1), order[::-1])
 
 
 def p_alive_by_segment(
@@ -255,18 +260,7 @@ def p_alive_by_segment(
         return _png(fig)
     data = [customers.loc[customers["segment"] == s, "p_alive"].dropna().to_numpy() for s in order]
     colors = segment_colors(order)
-    bp = ax.boxplot(
-        data[::-1],
-        orientation="horizontal",
-        patch_artist=True,
-        widths=0.6,
-        flierprops={"markersize": 2, "alpha": 0.4},
-        medianprops={"color": "black"},
-    )
-    for patch, s in zip(bp["boxes"], order[::-1]):
-        patch.set_facecolor(colors[s])
-        patch.set_alpha(0.75)
-    ax.set_yticks(np.arange(1, len(order) + 1), order[::-1])
+    _segment_boxes(ax, data, order, colors)
     for i, s in enumerate(order[::-1], start=1):
         clv = customers.loc[customers["segment"] == s, "clv"].mean()
         ax.text(1.02, i, f"CLV {clv:,.0f}", fontsize=8, va="center")
