@@ -270,11 +270,6 @@ def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
     return h.hexdigest()
 
 
-def list_source_files(source: str | Path) -> list[Path]:
-    """The files a source names: the file itself, or the supported files of a folder (sorted)."""
-    return source_files(source)[0]
-
-
 def source_files(source: str | Path) -> tuple[list[Path], dict[str, str]]:
     """The files a source names, and (for a folder) the entries it deliberately ignores, with why: hidden
     files, sub-folders and files of other types. A supported file that cannot be opened is an error, never
@@ -778,7 +773,7 @@ def settle_slash_dates(con: duckdb.DuckDBPyConnection, table: str, file: str, pa
     n, day_first, month_first, ex_day, ex_month, example = con.execute(
         f"""WITH parts AS (
             SELECT invoice_date, {first} AS a, {second} AS b FROM {t}
-            WHERE _source_file = $file AND regexp_matches(invoice_date, '{SLASH}')
+            WHERE _source_file = $file AND invoice_date LIKE '%/%' AND regexp_matches(invoice_date, '{SLASH}')
         )
         SELECT count(*) FILTER (WHERE a <= 12 AND b <= 12),
             count(*) FILTER (WHERE a BETWEEN 13 AND 31 AND b BETWEEN 1 AND 12),

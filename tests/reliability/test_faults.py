@@ -268,7 +268,7 @@ def test_missing_and_unreadable_sources_name_the_path(tmp_path, sources, homes, 
 
     monkeypatch.setattr("builtins.open", deny)
     with pytest.raises(readers.SourceError, match=r"locked\.csv cannot be read: Permission denied"):
-        readers.list_source_files(src)
+        readers.source_files(src)
     monkeypatch.undo()
     assert snapshot(home) == snap_old
 
