@@ -5,8 +5,8 @@
 
 Every measurement runs in a fresh subprocess (so peak RSS is that scenario's own) on the same file:
   quarter   cold start, one quarter end to end: raw_transactions + cleaned_sales + the quarterly assets of
-            the latest quarter (the previous quarter's assets are materialised in between, untimed,
-            because migration needs them). Checks (GX contracts) included. Per-asset and per-check times.
+            the latest quarter (every earlier quarter's assets are materialised in between, untimed: each
+            quarter keeps the previous quarter's model, and migration needs its segments). Checks (GX contracts) included. Per-asset and per-check times.
   backfill  cold start, `seg-pipeline run`: every asset for every quarter the data covers.
   load      raw_transactions alone (read, parse, validate, publish), for comparing source formats.
   refresh   after a backfill, the quarterly refresh of the latest quarter with an unchanged source:
@@ -95,22 +95,10 @@ def worker_pipeline(scenario: str, source: str, home: str) -> dict:
         lo, hi = con.execute("SELECT min(invoice_date), max(invoice_date) FROM cleaned_sales").fetchall()[0]
         con.close()
         qs = quarters_covered(lo.date(), hi.date())
-        # untimed: the latest quarter's migration needs the previous quarter's segments
-        materialize(
-            [
-                a
-                for a in PARTITIONED
-                if a
-                not in (
-                    "segment_migration_history",
-                    "segment_insights",
-                    "segment_profile",
-                    "store_concentration",
-                    "winback_list",
-                )
-            ],
-            qs[-2].key,
-        )
+        # untimed: every earlier quarter, in order (each quarter keeps the previous quarter's model, and the
+        # latest quarter's migration needs the previous quarter's segments)
+        for key in [x.key for x in qs[:-1]]:
+            materialize(partitioned, key)
         out["checks"] = {k: v for k, v in out["checks"].items() if k in ("raw_transactions", "cleaned_sales")}
         dt_q, steps = materialize(partitioned, qs[-1].key)
         out["steps"].update(steps)

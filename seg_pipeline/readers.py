@@ -339,12 +339,36 @@ def _select_list(
     cols: dict[str, str | None], mapping: ColumnMapping, src_alias: str = "src", types: dict[str, str] | None = None
 ) -> str:
     """The canonical text columns, then the NATIVE pass-through columns (NULL unless the source column is
-    typed as the parsed value would be)."""
+    typed as the parsed value would be). A value the source types is kept typed only: its text column is
+    NULL (the text would be made from the value, stored twice and never parsed; rejected_sales shows it as
+    text), so a typed source is copied as it is."""
     types = types or {}
+    natives: dict[str, str | None] = {}
+    for canon, (_alias, kind) in NATIVE.items():
+        col = cols[canon]
+        if canon == "price" and col is None and mapping.amount:
+            qty = cols["quantity"]
+            typed = _native_kind(types.get(mapping.amount)) == "DOUBLE" and _native_kind(types.get(qty)) == "DOUBLE"
+            natives[canon] = (
+                (
+                    f"CAST({src_alias}.{quote_ident(mapping.amount)} AS DOUBLE) / "
+                    f"NULLIF(CAST({src_alias}.{quote_ident(qty)} AS DOUBLE), 0)"
+                )
+                if typed
+                else None
+            )
+        else:
+            natives[canon] = (
+                f"CAST({src_alias}.{quote_ident(col)} AS {kind})"
+                if col and _native_kind(types.get(col)) == kind
+                else None
+            )
     parts = []
     for canon in CANONICAL:
         col = cols[canon]
-        if canon == "price" and col is None and mapping.amount:
+        if natives.get(canon):
+            parts.append(f"CAST(NULL AS VARCHAR) AS {canon}")  # typed: the value is in the native column
+        elif canon == "price" and col is None and mapping.amount:
             # order-level export: unit price derived from the order value; kept as text like every raw value
             amt = f"{src_alias}.{quote_ident(mapping.amount)}"
             qty = f"{src_alias}.{quote_ident(cols['quantity'])}"
@@ -354,25 +378,12 @@ def _select_list(
         else:
             parts.append(f"CAST({src_alias}.{quote_ident(col)} AS VARCHAR) AS {canon}")
     for canon, (alias, kind) in NATIVE.items():
-        col = cols[canon]
-        if canon == "price" and col is None and mapping.amount:
-            qty = cols["quantity"]
-            typed = _native_kind(types.get(mapping.amount)) == "DOUBLE" and _native_kind(types.get(qty)) == "DOUBLE"
-            expr = (
-                (
-                    f"CAST({src_alias}.{quote_ident(mapping.amount)} AS DOUBLE) / "
-                    f"NULLIF(CAST({src_alias}.{quote_ident(qty)} AS DOUBLE), 0)"
-                )
-                if typed
-                else None
-            )
-        else:
-            expr = (
-                f"CAST({src_alias}.{quote_ident(col)} AS {kind})"
-                if col and _native_kind(types.get(col)) == kind
-                else None
-            )
-        parts.append(f"{expr or f'CAST(NULL AS {kind})'} AS {alias}")
+        parts.append(f"{natives[canon] or f'CAST(NULL AS {kind})'} AS {alias}")
+    # a numeric customer column (Parquet's Customer ID is a double): its value too, so the id's normal form
+    # comes from the number (17850.0 -> '17850') without reading the text; the text is kept as it is
+    cust = cols["customer_id"]
+    typed_id = cust and _native_kind(types.get(cust)) == "DOUBLE"
+    parts.append(f"{f'CAST({src_alias}.{quote_ident(cust)} AS DOUBLE)' if typed_id else 'CAST(NULL AS DOUBLE)'} AS _customer_native")
     return ",\n  ".join(parts)
 
 
@@ -750,6 +761,7 @@ RAW_DDL = (
     "("
     + ", ".join(f"{c} VARCHAR" for c in CANONICAL)
     + "".join(f", {alias} {kind}" for alias, kind in NATIVE.values())
+    + ", _customer_native DOUBLE"
     + ", _source_file VARCHAR, _source_sha256 VARCHAR, _sheet VARCHAR, _row_number BIGINT, _loaded_at TIMESTAMP,"
     " _order_rule VARCHAR)"
 )
@@ -820,7 +832,10 @@ def settle_slash_dates(con: duckdb.DuckDBPyConnection, table: str, file: str, pa
 def drop_empty_rows(con: duckdb.DuckDBPyConnection, table: str, file: str) -> int:
     """Remove the rows of `file` in `table` whose every value is empty (a spreadsheet's trailing rows):
     they hold nothing to keep or reject. Returns how many."""
-    empty = " AND ".join(f"nullif(trim({c}), '') IS NULL" for c in CANONICAL)
+    empty = " AND ".join(
+        [f"{c} IS NULL" for c in ("quantity_value", "price_value", "invoice_ts")]  # typed values (NULL for text)
+        + [f"nullif(trim({c}), '') IS NULL" for c in CANONICAL]
+    )
     return con.execute(
         f"DELETE FROM {quote_ident(table)} WHERE _source_file = $file AND {empty}", {"file": file}
     ).fetchall()[0][0]

@@ -1,8 +1,9 @@
 -- sales_rules (a view): every raw row being cleaned with normalised values and the first cleaning rule
 -- it breaks (rule_reason, NULL = kept), and a hash of the normalised line. Exact duplicates (lines equal
 -- after normalisation) are found separately (duplicate_lines.sql).
--- Input: raw_batch, the raw_transactions rows being cleaned: the rows of newly loaded source files (or
--- every row, when the cleaning SQL changed or a file was removed or replaced).
+-- Inputs: raw_batch, the raw_transactions rows being cleaned: the rows of newly loaded source files (or
+-- every row, when the cleaning SQL changed or a file was removed or replaced); batch_bounds, the scale
+-- of that whole batch (sql/batch_bounds.sql), which the implausible_* rules compare values with.
 -- Order-level exports (no invoice column; raw _order_rule per_row or per_day) get an order key instead
 -- of an invoice: ORD-<customer>-<timestamp> (per_row: a customer's rows with the same timestamp are one
 -- order) or ORD-<customer>-<date> (per_day: a customer's rows of one day are one order).
@@ -20,29 +21,10 @@ normalised as (
         r.*,
         trim(r.stock_code) as stock_code_norm,
         nullif(nullif(trim(r.description), ''), 'nan') as description_norm,
-        -- the empty cell as '', 'nan', 'NA' or 'None'. A numeric-looking id is a number: float text
-        -- ("17850.0") and leading zeros ("0017850") are the same customer 17850. Any other id is kept as
-        -- written (trimmed); the mapping's `customer_ids: verbatim` keeps every id as written
-        -- (DuckDB variable seg_customer_ids, set by the cleaning step from the load's mapping).
-        case
-            when r.customer_id is null or lower(trim(r.customer_id)) in ('', 'nan', 'na', 'none', 'null') then null
-            when
-                coalesce(getvariable('seg_customer_ids'), 'numeric') = 'numeric'
-                and regexp_matches(trim(r.customer_id), '^[0-9]+(\.0+)?$')
-                then coalesce(nullif(ltrim(regexp_replace(trim(r.customer_id), '\.0+$', ''), '0'), ''), '0')
-            else trim(r.customer_id)
-        end as customer_norm,
+        r.customer_key as customer_norm,  -- normalised at ingest (sql/raw_transactions.sql)
         nullif(trim(r.country), '') as country_norm,
         nullif(trim(r.store), '') as store_norm
     from raw_batch as r
-),
-
-bounds as (
-    -- the batch's own scale: a value over 1,000 times its 99th percentile (or over 1e9) cannot be a sale
-    select
-        quantile_cont(quantity_value, 0.99) filter (where quantity_value > 0 and isfinite(quantity_value)) as qty_p99,
-        quantile_cont(price_value, 0.99) filter (where price_value > 0 and isfinite(price_value)) as price_p99
-    from raw_batch
 ),
 
 keyed as (
@@ -92,4 +74,4 @@ select
         when n.customer_norm is null then 'missing_customer'
     end as rule_reason
 from keyed as n
-cross join bounds as b
+cross join batch_bounds as b

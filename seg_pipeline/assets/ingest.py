@@ -11,8 +11,9 @@ from ..storage import create_stage, get_state, set_state_sql, stage_name, table_
 from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview, sql_references, table_metadata
 
 TABLE = "raw_transactions"
-MAPPING_STATE = "raw_transactions.mapping"
-CUSTOMER_IDS_STATE = "raw_transactions.customer_ids"  # the mapping's id rule, which cleaning applies  # the column mapping the raw rows were loaded under (_pipeline_state)
+MAPPING_STATE = "raw_transactions.mapping"  # the column mapping the raw rows were loaded under (_pipeline_state)
+# the raw layout's version: a home loaded under an older one is loaded again (part of the mapping state)
+RAW_LAYOUT = "raw2"
 LOAD = "__load_raw"
 # how the rows of a file make orders (raw _order_rule), in the words the metadata shows
 ORDER_RULE_TEXT = {
@@ -60,7 +61,8 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
     loaded_at = datetime.now(UTC).replace(tzinfo=None)
 
     with warehouse.get_connection() as con:
-        remap = (get_state(con, MAPPING_STATE) or "") != mapping.fingerprint()
+        loaded_under = f"{mapping.fingerprint()}:{RAW_LAYOUT}"
+        remap = (get_state(con, MAPPING_STATE) or "") != loaded_under
         loaded: set[str] = set()
         if table_exists(con, TABLE) and not remap:
             loaded = {r[0] for r in con.execute(f"SELECT DISTINCT _source_sha256 FROM {TABLE}").fetchall()}
@@ -72,7 +74,7 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
         date_orders: dict[str, str] = {}  # the order of each file's slash dates, as the file shows it
         if new_files:
             # the text as read, plus what it parses to (sql/raw_transactions.sql over the reader's rows)
-            transform = (load_sql(TABLE), {"date_format": mapping.date_format})
+            transform = (load_sql(TABLE), {"date_format": mapping.date_format, "customer_ids": mapping.customer_ids})
             con.execute(f"CREATE OR REPLACE TABLE {LOAD} {readers.RAW_DDL}")
             create_stage(con, TABLE, load_sql(TABLE) + " LIMIT 0", transform[1])  # the schema only
             con.execute(f"DROP TABLE {LOAD}")
@@ -116,8 +118,7 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
                     con.execute(f"INSERT INTO {TABLE} SELECT * FROM {stage}")
                     con.execute(f"DROP TABLE {stage}")
             if remap:  # recorded when it changes only: an unchanged source leaves every table as it was
-                set_state_sql(con, MAPPING_STATE, mapping.fingerprint())
-                set_state_sql(con, CUSTOMER_IDS_STATE, mapping.customer_ids)
+                set_state_sql(con, MAPPING_STATE, loaded_under)
             con.execute("DROP TABLE IF EXISTS _raw_mapping")  # where homes made before one state table kept it
 
         total = con.execute(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]

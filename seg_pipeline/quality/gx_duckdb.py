@@ -21,18 +21,28 @@ import threading
 import duckdb
 
 _LOCK = threading.Lock()
+_IMPORT_LOCK = threading.Lock()
 _gx = None
 
 
 def _import_gx():
     global _gx
-    if _gx is None:
-        # no usage analytics from the pipeline's validations (set before GX reads it, at its import)
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-        import great_expectations as gx  # ~4 s on this machine
+    with _IMPORT_LOCK:  # a preload() thread may be importing it: wait for it
+        if _gx is None:
+            # no usage analytics from the pipeline's validations (set before GX reads it, at its import)
+            os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+            import great_expectations as gx  # ~2 s on this machine
 
-        _gx = gx
+            _gx = gx
     return _gx
+
+
+def preload() -> None:
+    """Import Great Expectations on a background thread, so the import overlaps the step's DuckDB work
+    (DuckDB releases the GIL while it runs a query) instead of delaying the contract. Steps that validate
+    call this first; the contract then waits for the import if it is not finished."""
+    if _gx is None and not _IMPORT_LOCK.locked():
+        threading.Thread(target=_import_gx, name="gx-import", daemon=True).start()
 
 
 def _engine_kwargs(con: duckdb.DuckDBPyConnection) -> dict:
