@@ -356,6 +356,18 @@ def main() -> None:
                     f"| {size} | {fmt} | {k} | {m[k]:.1f} | {rss[k]:.2f} | {ratio(m[k], floor)} | "
                     f"{ratio(m[k], pandas_t)} | {len(results[k])} |"
                 )
+            # the issue-15 ratios, from this invocation's medians
+            ratios = []
+            if m.get("quarter") and floor:
+                ratios.append(f"quarter / floor {m['quarter'] / floor:.2f}x")
+            if m.get("quarter") and pandas_t:
+                ratios.append(f"pandas / quarter {pandas_t / m['quarter']:.2f}x (above 1: the pipeline is faster)")
+            if m.get("backfill") and m.get("quarter"):
+                ratios.append(f"backfill / quarter {m['backfill'] / m['quarter']:.2f}x")
+            if m.get("increment") and m.get("backfill"):
+                ratios.append(f"increment / backfill {m['increment'] / m['backfill']:.2f}")
+            if ratios:
+                detail_md.append(f"\n**{size} {fmt}, ratios**: " + "; ".join(ratios) + ".\n")
             if "increment" in results:
                 r0 = results["increment"][0]
                 detail_md.append(

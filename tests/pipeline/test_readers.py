@@ -318,3 +318,36 @@ def test_mapping_date_format_outside_the_builtin_list(tmp_path, source_text, bas
     assert result.success, failure_message(result)[:400]
     got = business_frame(read_table(tmp_path / "home", CLEANED))
     pd.testing.assert_frame_equal(got, baseline[1], check_exact=True)
+
+
+def test_parquet_values_stay_typed_and_rejected_rows_show_them_as_text(layout_runs, source_text):
+    """A typed source is copied as it is: numbers and timestamps are kept typed only (their text columns are
+    NULL), the customer id's normal form comes from the number, and rejected_sales shows every value as
+    text, as a CSV export of the same file would."""
+    home = _loaded(layout_runs, "parquet")["home"]
+    raw = read_table(
+        home,
+        "SELECT count(*) AS n, count(quantity) AS qty_text, count(price) AS price_text, count(invoice_date) AS "
+        "date_text, count(quantity_value) AS qty, count(invoice_ts) AS ts, count(customer_id) AS ids, "
+        "count(customer_key) AS id_keys, count(*) FILTER (WHERE customer_key LIKE '%.%') AS keys_with_point "
+        "FROM raw_transactions",
+    ).iloc[0]
+    assert raw.n == len(source_text)
+    assert (raw.qty_text, raw.price_text, raw.date_text) == (0, 0, 0)
+    assert raw.qty == raw.n and raw.ts == raw.n
+    assert raw.id_keys == raw.ids > 0 and raw.keys_with_point == 0  # 17850.0 -> '17850'
+    rejected = read_table(
+        home, "SELECT quantity, price, invoice_date, rejection_reason FROM rejected_sales ORDER BY _row_number"
+    )
+    returns = rejected[rejected.rejection_reason == "cancellation"]
+    assert len(returns) > 0
+    assert returns.quantity.str.fullmatch(r"-\d+").all()  # whole numbers as the CSV writes them, no '.0'
+    assert returns.invoice_date.str.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d").all()
+    assert pd.to_numeric(returns.price).notna().all()
+    # the same rows, the same texts as the CSV export of the same data gives (quantity and date)
+    csv_home = layout_runs["csv_gz"]["home"]
+    csv_rejected = read_table(
+        csv_home, "SELECT quantity, rejection_reason FROM rejected_sales ORDER BY _row_number"
+    )
+    assert rejected.rejection_reason.tolist() == csv_rejected.rejection_reason.tolist()
+    assert rejected.quantity.tolist() == csv_rejected.quantity.tolist()
