@@ -84,7 +84,9 @@ def main() -> None:
         for ev in r.get_asset_check_evaluations():
             sec = ev.metadata.get("validation_seconds")
             if sec:
-                TIMINGS.append((ev.asset_key.to_user_string(), 0.0, f"(GX contract, in the step's time: {sec.value:.2f}s)"))
+                TIMINGS.append(
+                    (ev.asset_key.to_user_string(), 0.0, f"(GX contract, in the step's time: {sec.value:.2f}s)")
+                )
         return {f"{k}{label}": v for k, v in cli.step_seconds(instance, r.run_id).items()}
 
     steps = run(list(UNPARTITIONED))

@@ -383,7 +383,9 @@ def _select_list(
     # comes from the number (17850.0 -> '17850') without reading the text; the text is kept as it is
     cust = cols["customer_id"]
     typed_id = cust and _native_kind(types.get(cust)) == "DOUBLE"
-    parts.append(f"{f'CAST({src_alias}.{quote_ident(cust)} AS DOUBLE)' if typed_id else 'CAST(NULL AS DOUBLE)'} AS _customer_native")
+    parts.append(
+        f"{f'CAST({src_alias}.{quote_ident(cust)} AS DOUBLE)' if typed_id else 'CAST(NULL AS DOUBLE)'} AS _customer_native"
+    )
     return ",\n  ".join(parts)
 
 

@@ -24,23 +24,16 @@ occasions as (
     group by customer_id, purchase_day
 ),
 
-ranked as (
-    select
-        customer_id,
-        purchase_day,
-        day_value,
-        min(purchase_day) over (partition by customer_id) as first_day
-    from occasions
-),
-
 customers as (
+    -- one pass over the occasions: the first day's value is arg_min(day_value, purchase_day), so the repeat
+    -- value is the total less that (exact: DECIMAL), with no window over the occasions
     select
         customer_id,
-        min(first_day) as first_purchase_day,
+        min(purchase_day) as first_purchase_day,
         max(purchase_day) as last_purchase_day,
         count(*) - 1 as frequency,
-        cast(sum(day_value) filter (where purchase_day > first_day) as double) as repeat_value
-    from ranked
+        cast(sum(day_value) - arg_min(day_value, purchase_day) as double) as repeat_value
+    from occasions
     group by customer_id
 )
 

@@ -346,8 +346,6 @@ def test_parquet_values_stay_typed_and_rejected_rows_show_them_as_text(layout_ru
     assert pd.to_numeric(returns.price).notna().all()
     # the same rows, the same texts as the CSV export of the same data gives (quantity and date)
     csv_home = layout_runs["csv_gz"]["home"]
-    csv_rejected = read_table(
-        csv_home, "SELECT quantity, rejection_reason FROM rejected_sales ORDER BY _row_number"
-    )
+    csv_rejected = read_table(csv_home, "SELECT quantity, rejection_reason FROM rejected_sales ORDER BY _row_number")
     assert rejected.rejection_reason.tolist() == csv_rejected.rejection_reason.tolist()
     assert rejected.quantity.tolist() == csv_rejected.quantity.tolist()
