@@ -1,9 +1,10 @@
 """Readers: put a source file into a DuckDB table exactly as it is, under canonical column names.
 
-Every value lands as text (VARCHAR), so nothing is changed or dropped on the way in: typing, parsing
-and rejection are the cleaning step's job (sql/cleaned_sales.sql), where each rejected row keeps its reason.
-Typed sources (Parquet) also pass their numbers and timestamps through untouched (NATIVE), so they are
-not turned into text and parsed back.
+A text source's values land as text (VARCHAR), so nothing is changed or dropped on the way in: typing,
+parsing and rejection are the cleaning step's job (sql/sales_rules.sql), where each rejected row keeps its
+reason. A typed source (Parquet) passes its numbers and timestamps through untouched (NATIVE) and keeps
+them typed only: their text columns are NULL, so the file is copied as it is, not turned into text and
+parsed back (rejected_sales shows them as text).
 
 Supported sources: `.csv`, `.csv.gz` (and `.txt`/`.tsv`), `.parquet`, `.xlsx` (every sheet, read with
 python-calamine), or a folder holding such files. Columns are recognised from the UCI Online Retail II

@@ -32,10 +32,11 @@ ORDER_RULE_TEXT = {
     metadata={"dagster/table_name": f"warehouse.main.{TABLE}", **sql_references("raw_transactions")},
     description=(
         "Every row of the configured source (CSV, CSV.gz, Parquet, or every sheet of an XLSX workbook), "
-        "loaded into DuckDB exactly as it is: all values as text under canonical column names, plus the "
-        "source file name, its SHA-256, the sheet, the row number and the load time, and beside the text "
-        "what it parses to (quantity_value, price_value, invoice_ts; NULL where it does not parse; "
-        "sql/raw_transactions.sql). Text files are read with their layout stated or detected from the first "
+        "loaded into DuckDB exactly as it is under canonical column names: a text source's values as text, "
+        "a typed source's (Parquet) numbers and timestamps typed only (their text columns NULL), plus the "
+        "source file name, its SHA-256, the sheet, the row number and the load time, what each value "
+        "parses to (quantity_value, price_value, invoice_ts; NULL where it does not parse) and customer_key, "
+        "the customer id's normal form (sql/raw_transactions.sql). Text files are read with their layout stated or detected from the first "
         "lines (delimiter or runs of whitespace, header or `names:`, either line end); an order-level export "
         "without an order id makes one order per customer and timestamp (or day, `orders: per_day`), as the "
         "`orders` metadata says. Ingestion is keyed "
