@@ -14,7 +14,6 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from . import settings
-from .quality import gx_duckdb
 from .readers import ColumnMapping
 
 
@@ -149,9 +148,6 @@ class Warehouse(DuckDBResource):
 
     @contextlib.contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        # every step opens the warehouse first and validates its output last: GX's import (~2 s, once per
-        # process) runs beside the step's DuckDB work instead of before its contract
-        gx_duckdb.preload()
         target = self._resolved()
         Path(target.database).parent.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
