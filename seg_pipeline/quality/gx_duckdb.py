@@ -8,7 +8,8 @@ connection (`creator=`), each query running on its own cursor, so releasing the 
 cannot discard a pending result. tests/quality/test_gx_duckdb.py fails if a GX upgrade changes this.
 
 Everything else is plain GX: an ephemeral context, a SQL data source, one table asset per validated table,
-a whole-table batch and an ExpectationSuite built from the contract's rules.
+a whole-table batch and an ExpectationSuite built from the contract's rules. SQL rules use a subclass of
+GX's UnexpectedRowsExpectation that needs one query, not two (_counted_rows_class).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import duckdb
 _LOCK = threading.Lock()
 _IMPORT_LOCK = threading.Lock()
 _gx = None
+_counted_rows = None  # the SQL-rule expectation class, defined once GX is imported (_counted_rows_class)
 
 
 def _import_gx():
@@ -72,12 +74,38 @@ def _engine_kwargs(con: duckdb.DuckDBPyConnection) -> dict:
     return {"creator": lambda: CursorPerQuery(con.cursor())}
 
 
+def _counted_rows_class(gx):
+    """GX's UnexpectedRowsExpectation, judged on its count alone.
+
+    GX's own class depends on two metrics, `unexpected_rows_query.table` (up to 200 violating rows) and
+    `unexpected_rows_query.row_count`, and computes each with its own query: every SQL rule ran twice, and a
+    rule like the duplicate-line check (a GROUP BY over every line hash) is most of a contract's time. The
+    rows were never used: in the SUMMARY result format GX returns only the count, and the gate fetches three
+    example rows itself when a rule fails (gate._add_sql_rule_detail). This subclass depends on the count
+    only, so a rule is one query; success, the observed value and everything else are GX's."""
+    global _counted_rows
+    if _counted_rows is None:
+        from typing import ClassVar
+
+        base = gx.expectations.UnexpectedRowsExpectation
+
+        class UnexpectedRowsCountExpectation(base):
+            metric_dependencies: ClassVar[tuple[str, ...]] = ("unexpected_rows_query.row_count",)
+
+            def _validate(self, metrics: dict, runtime_configuration=None, execution_engine=None):
+                count = metrics["unexpected_rows_query.row_count"]
+                return {"success": count == 0, "result": {"observed_value": count}}
+
+        _counted_rows = UnexpectedRowsCountExpectation
+    return _counted_rows
+
+
 def build_expectation(gx, rule, index: int = 0):
     """A GX expectation object for a contract rule."""
     meta = {"rule": rule.rule, "index": index}
     severity = "critical" if rule.severity == "error" else "warning"
     if rule.type == "unexpected_rows":
-        return gx.expectations.UnexpectedRowsExpectation(
+        return _counted_rows_class(gx)(
             unexpected_rows_query=rule.query, description=rule.rule, meta=meta, severity=severity
         )
     cls_name = "".join(p.capitalize() for p in rule.type.split("_"))

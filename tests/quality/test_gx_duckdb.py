@@ -130,6 +130,23 @@ def test_planted_rows_are_counted_exactly(planted_con):
     assert by_rule["amount > 0"].column == "amount" and by_rule["amount < 6"].column == "amount"
 
 
+def test_a_sql_rule_is_one_query(planted_con, monkeypatch):
+    """GX's own UnexpectedRowsExpectation runs a SQL rule twice (its rows, then their count); the pipeline's
+    subclass runs it once. A sequence advanced once per row the rule reads counts the reads."""
+    rule = Rule("reads", "unexpected_rows", query="SELECT * FROM {batch} WHERE amount >= 6 AND nextval('reads') > 0")
+
+    def reads() -> int:
+        planted_con.execute("CREATE OR REPLACE SEQUENCE reads")
+        (outcome,) = gx_duckdb.validate_table(planted_con, "planted", [rule], suite_name="one_query")
+        assert (outcome.success, outcome.unexpected_count) == (False, 2)
+        return planted_con.execute("SELECT currval('reads')").fetchall()[0][0]
+
+    ours = reads()
+    gx = gx_duckdb._import_gx()
+    monkeypatch.setattr(gx_duckdb, "_counted_rows", gx.expectations.UnexpectedRowsExpectation)
+    assert (ours, reads()) == (2, 4)  # GX's class: the 2 rows twice
+
+
 def test_planted_rows_through_run_contract_name_column_count_and_examples(planted_con, tmp_path):
     """The same table through run_contract: the failure message a user sees carries the numbers."""
     (tmp_path / "planted.yaml").write_text(
