@@ -164,7 +164,7 @@ def validate_table(con: duckdb.DuckDBPyConnection, table: str, rules: list, suit
                 err = str(raised[0].get("exception_message"))[:300]
             examples = r.get("partial_unexpected_list") or []
             if rule.type == "unexpected_rows":
-                examples = r.get("details", {}).get("unexpected_rows") or r.get("observed_value") or examples
+                examples = r.get("observed_value") or examples  # the count: the gate adds example rows on failure
                 if not isinstance(examples, list):
                     examples = [examples]
             count = r.get("unexpected_count")
