@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import faults
+from . import faults, runtime
 
 # piped output (CI logs, `| tee`) gets a fixed width wide enough for the tables instead of rich's 80 columns
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
@@ -401,6 +401,7 @@ def main() -> None:
     # machine competes with DuckDB's threads and slows small k-means fits 10x; sleep instead
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    runtime.tune_gc()  # fewer full garbage collections (seg_pipeline/runtime.py)
     import warnings
 
     # Dagster marks partitioned checks and self-dependent partition mappings as beta; users need not see it

@@ -1,12 +1,19 @@
-"""The code location: assembles assets, checks, jobs, schedules and resources. Nothing else lives here."""
+"""The code location: assembles assets, checks, jobs, schedules and resources, and sets the process's garbage
+collection (seg_pipeline/runtime.py) before it imports them. Nothing else lives here."""
 
 from __future__ import annotations
 
-import dagster as dg
+from . import runtime
 
-from .assets import cleaning, customer_value, features, ingest, insights, migration, model, segments
-from .resources import env_resources
-from .schedules import ingest_job, quarterly_segmentation_job, quarterly_segmentation_schedule, segment_new_quarter
+# every Dagster process loads this module: set its garbage collection before the libraries load, and keep
+# the collector from walking them afterwards (seg_pipeline/runtime.py; measured in bench/results.md)
+runtime.tune_gc()
+with runtime.importing():
+    import dagster as dg
+
+    from .assets import cleaning, customer_value, features, ingest, insights, migration, model, segments
+    from .resources import env_resources
+    from .schedules import ingest_job, quarterly_segmentation_job, quarterly_segmentation_schedule, segment_new_quarter
 
 # in dependency order; each step's companion tables are assets of the same step
 ALL_ASSETS = dg.with_source_code_references(

@@ -186,7 +186,18 @@ def _assess(model: str, names, theta, f, n: int, t0: float, library) -> Fit:
     )
 
 
+def _clv():
+    """pymc-marketing's clv module; its first import (pymc, pytensor: ~2 s) loads outside the collector's
+    reach (seg_pipeline/runtime.py)."""
+    from .. import runtime
+
+    with runtime.importing():
+        from pymc_marketing import clv
+    return clv
+
+
 def _flat(names) -> dict:
+    _clv()  # pymc_extras is imported with it
     from pymc_extras.prior import Prior
 
     return {k: Prior("HalfFlat") for k in names}
@@ -199,8 +210,7 @@ def _estimates(model, names) -> np.ndarray:
 
 def fit_bgnbd(data: pd.DataFrame) -> Fit:
     """BG/NBD by MAP with flat priors (= maximum likelihood) on customer_id, frequency, recency, T."""
-    from pymc_marketing import clv
-
+    clv = _clv()
     t0 = time.perf_counter()
     frame = pd.DataFrame(
         {
@@ -220,8 +230,7 @@ def fit_bgnbd(data: pd.DataFrame) -> Fit:
 
 def fit_gamma_gamma(data: pd.DataFrame) -> Fit:
     """Gamma-Gamma by MAP with flat priors on the repeat buyers (frequency > 0, monetary_value > 0)."""
-    from pymc_marketing import clv
-
+    clv = _clv()
     t0 = time.perf_counter()
     rep = data[(data["frequency"] > 0) & (data["monetary_value"] > 0)]
     frame = pd.DataFrame(

@@ -33,7 +33,10 @@ def _import_gx():
         if _gx is None:
             # no usage analytics from the pipeline's validations (set before GX reads it, at its import)
             os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-            import great_expectations as gx  # ~2 s on this machine
+            from .. import runtime
+
+            with runtime.importing():  # not walked by the collector afterwards (seg_pipeline/runtime.py)
+                import great_expectations as gx  # ~2 s on this machine
 
             _gx = gx
     return _gx
