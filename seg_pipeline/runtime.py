@@ -18,6 +18,7 @@ to keep the interpreter's own settings (both functions then do nothing).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import os
@@ -25,6 +26,7 @@ import threading
 
 THRESHOLDS = (10_000, 10, 10)
 _LOCK = threading.RLock()  # importing() may nest
+_unfreeze_at_exit: list[bool] = []
 
 
 def enabled() -> bool:
@@ -47,6 +49,11 @@ def importing():
         yield
         return
     with _LOCK:
+        if not _unfreeze_at_exit:
+            # frozen objects are skipped by the collection at interpreter exit too; unfrozen, that collection
+            # frees them (else DuckDB's bindings report its objects in cycles as leaked, on stderr)
+            atexit.register(gc.unfreeze)
+            _unfreeze_at_exit.append(True)
         was_enabled = gc.isenabled()
         gc.disable()
         try:
