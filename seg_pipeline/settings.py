@@ -14,6 +14,7 @@ Environment variables:
     SEG_PIPELINE_SOURCE          a transactions file or a folder of files (default: the generated sample)
     SEG_PIPELINE_COLUMN_MAPPING  a YAML file mapping another export's columns (see README, "Configuration")
     SEG_PIPELINE_DUCKDB_MEMORY   DuckDB's memory limit before it spills to disk (default 2GB)
+    SEG_PIPELINE_GC              `python`: keep the interpreter's garbage collection settings (seg_pipeline/runtime.py)
 """
 
 from __future__ import annotations
