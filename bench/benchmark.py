@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/benchmark.py --sizes 1M,10M --runs 3            # writes bench/results.md
     .venv/bin/python bench/benchmark.py --sizes 100M --runs 1 --append
+    .venv/bin/python bench/benchmark.py --sizes 1M,10M --formats parquet --scenarios quarter \
+        --baseline-env SEG_PIPELINE_GC=python   # each run also without the pipeline's GC settings: the ratio
 
 Every measurement runs in a fresh subprocess (so peak RSS is that scenario's own) on the same file:
   quarter   cold start, one quarter end to end: raw_transactions + cleaned_sales + the quarterly assets of
@@ -280,12 +282,13 @@ def ensure_data(size: str, fmt: str) -> Path:
     return path
 
 
-def run_worker(kind: str, source: Path, scratch: Path) -> dict:
+def run_worker(kind: str, source: Path, scratch: Path, env: dict | None = None) -> dict:
     home = scratch / f"home_{kind}_{time.time_ns()}"
     home.mkdir(parents=True)
     cmd = [sys.executable, __file__, "--worker", kind, str(source), str(home)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "GX_ANALYTICS_ENABLED": "false"})
+    env = {**os.environ, "GX_ANALYTICS_ENABLED": "false", **(env or {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     shutil.rmtree(home, ignore_errors=True)
     if proc.returncode != 0:
@@ -316,6 +319,13 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--append", action="store_true", help="append to the results file instead of replacing it")
     ap.add_argument("--scratch", default=None, help="folder for temporary homes (default: a temp dir)")
+    ap.add_argument(
+        "--baseline-env",
+        default=None,
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="also run each pipeline scenario with these environment variables, alternating with the plain run "
+        "(e.g. SEG_PIPELINE_GC=python: the interpreter's garbage collection), and report the ratio",
+    )
     ap.add_argument("--worker", nargs=3, metavar=("KIND", "SOURCE", "HOME"), help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -329,6 +339,8 @@ def main() -> None:
         return
 
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="segbench_"))
+    base_env = dict(kv.split("=", 1) for kv in args.baseline_env.split(",")) if args.baseline_env else {}
+    base_label = ",".join(f"{k}={v}" for k, v in base_env.items())
     rows_md = []
     detail_md = []
     started = datetime.now(UTC)
@@ -344,6 +356,11 @@ def main() -> None:
                     r = run_worker(kind, src, scratch)
                     results.setdefault(kind, []).append(r)
                     print(f"    {r['total_s']:.1f}s, peak RSS {r['peak_rss_gib']:.2f} GiB", flush=True)
+                    if base_env and kind not in ("floor", "pandas"):
+                        print(f"{size} {fmt} run {run + 1}/{args.runs}: {kind} with {base_label} ...", flush=True)
+                        r = run_worker(kind, src, scratch, base_env)
+                        results.setdefault(f"{kind} ({base_label})", []).append(r)
+                        print(f"    {r['total_s']:.1f}s, peak RSS {r['peak_rss_gib']:.2f} GiB", flush=True)
             m = {k: med([r["total_s"] for r in v]) for k, v in results.items()}
             rss = {k: max(r["peak_rss_gib"] for r in v) for k, v in results.items()}
             floor, pandas_t = m.get("floor"), m.get("pandas")
@@ -366,6 +383,10 @@ def main() -> None:
                 ratios.append(f"backfill / quarter {m['backfill'] / m['quarter']:.2f}x")
             if m.get("increment") and m.get("backfill"):
                 ratios.append(f"increment / backfill {m['increment'] / m['backfill']:.2f}")
+            for k in [k for k in results if k.endswith(f" ({base_label})")]:
+                plain = m.get(k.split(" (")[0])
+                if plain and m[k]:
+                    ratios.append(f"{k.split(' (')[0]} / the same with {base_label} {plain / m[k]:.2f}x")
             if ratios:
                 detail_md.append(f"\n**{size} {fmt}, ratios**: " + "; ".join(ratios) + ".\n")
             if "increment" in results:
@@ -404,7 +425,9 @@ def main() -> None:
         f"## Run of {started:%Y-%m-%d %H:%M} UTC",
         "",
         f"Command: `.venv/bin/python bench/benchmark.py --sizes {args.sizes} --formats {args.formats} "
-        f"--runs {args.runs} --scenarios {args.scenarios}`  ",
+        f"--runs {args.runs} --scenarios {args.scenarios}"
+        + (f" --baseline-env {args.baseline_env}" if args.baseline_env else "")
+        + "`  ",
         f"Machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1024**3:.0f} GiB RAM, "
         f"{platform.platform()}, Python {platform.python_version()}  ",
         f"Versions: {versions()}",
