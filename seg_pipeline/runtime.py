@@ -13,7 +13,8 @@ The entry points (the code location, seg_pipeline.definitions, which every Dagst
 while the library loads and then moves what it loaded into the collector's permanent generation
 (gc.freeze), so later collections no longer walk it. Objects made afterwards are collected as before:
 only the young generation's threshold is raised, from 700 to 10,000 allocations. Set SEG_PIPELINE_GC=python
-to keep the interpreter's own settings (both functions then do nothing).
+to keep the interpreter's own settings (both functions then do nothing); any value other than `python` or
+`pipeline` (the default) is an error that says so.
 """
 
 from __future__ import annotations
@@ -29,8 +30,18 @@ _LOCK = threading.RLock()  # importing() may nest
 _unfreeze_at_exit: list[bool] = []
 
 
+SETTINGS = {"": True, "pipeline": True, "python": False}  # SEG_PIPELINE_GC -> whether the pipeline's settings apply
+
+
 def enabled() -> bool:
-    return os.environ.get("SEG_PIPELINE_GC", "").strip().lower() != "python"
+    """Whether the pipeline's settings apply: SEG_PIPELINE_GC unset, empty or `pipeline`; not with `python`."""
+    value = os.environ.get("SEG_PIPELINE_GC", "")
+    if value.strip().lower() not in SETTINGS:
+        raise ValueError(
+            f"SEG_PIPELINE_GC={value!r} is not a setting: use 'python' (keep the interpreter's garbage collection "
+            "settings) or 'pipeline' (the default, also when unset)"
+        )
+    return SETTINGS[value.strip().lower()]
 
 
 def tune_gc() -> None:

@@ -78,3 +78,11 @@ def test_tune_gc_never_lowers_a_threshold(collector, monkeypatch):
     gc.set_threshold(700, 10, 10)
     runtime.tune_gc()
     assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_an_unknown_seg_pipeline_gc_value_is_an_error_that_names_the_settings(monkeypatch):
+    monkeypatch.setenv("SEG_PIPELINE_GC", "off")
+    with pytest.raises(ValueError, match=r"SEG_PIPELINE_GC='off' is not a setting: use 'python'.*'pipeline'"):
+        runtime.tune_gc()
+    monkeypatch.setenv("SEG_PIPELINE_GC", " Pipeline ")
+    assert runtime.enabled()
