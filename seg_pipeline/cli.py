@@ -401,7 +401,10 @@ def main() -> None:
     # machine competes with DuckDB's threads and slows small k-means fits 10x; sleep instead
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    runtime.tune_gc()  # fewer full garbage collections (seg_pipeline/runtime.py)
+    try:
+        runtime.tune_gc()  # fewer full garbage collections (seg_pipeline/runtime.py)
+    except ValueError as exc:  # SEG_PIPELINE_GC holds no known setting
+        raise click.ClickException(str(exc)) from None
     import warnings
 
     # Dagster marks partitioned checks and self-dependent partition mappings as beta; users need not see it

@@ -86,3 +86,15 @@ def test_an_unknown_seg_pipeline_gc_value_is_an_error_that_names_the_settings(mo
         runtime.tune_gc()
     monkeypatch.setenv("SEG_PIPELINE_GC", " Pipeline ")
     assert runtime.enabled()
+
+
+def test_the_cli_refuses_an_unknown_seg_pipeline_gc_value_before_doing_anything(tmp_path, collector):
+    from click.testing import CliRunner
+
+    from seg_pipeline import cli
+
+    home = tmp_path / "home"
+    r = CliRunner().invoke(cli.main, ["run", "--home", str(home)], env={"SEG_PIPELINE_GC": "off"})
+    assert r.exit_code == 1
+    assert "Error: SEG_PIPELINE_GC='off' is not a setting" in r.output
+    assert not home.exists()  # nothing was created or run
