@@ -4,8 +4,8 @@ A process that runs the pipeline holds 1.5-1.8 million Python objects once Dagst
 pymc are imported (their modules, classes and functions, plus pytensor's graphs). CPython's cyclic
 collector, at its default thresholds (700, 10, 10), runs a full collection every time the objects that
 survived grow by a quarter, and each full collection walks every object: measured on the 1M-row benchmark
-file (a quarter's process, imports and 8 quarters), 16 collections of over 50 ms took 8.4-9.5 s of a
-51-57 s process, most of them during the imports and then one of ~1.3 s every third quarter
+file (a quarter's process, imports and 8 quarters), 16 collections of over 50 ms took 8.1-9.5 s of a
+49-57 s process, most of them during the imports and then one of ~1.3 s every third quarter
 (bench/results.md, "Garbage collection").
 
 The entry points (the code location, seg_pipeline.definitions, which every Dagster process loads, and the
