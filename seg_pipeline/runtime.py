@@ -27,7 +27,7 @@ import threading
 
 THRESHOLDS = (10_000, 10, 10)
 _LOCK = threading.RLock()  # importing() may nest
-_unfreeze_at_exit: list[bool] = []
+_unfreeze_registered = False
 
 
 SETTINGS = {"": True, "pipeline": True, "python": False}  # SEG_PIPELINE_GC -> whether the pipeline's settings apply
@@ -59,12 +59,13 @@ def importing():
     if not enabled():
         yield
         return
+    global _unfreeze_registered
     with _LOCK:
-        if not _unfreeze_at_exit:
+        if not _unfreeze_registered:
             # frozen objects are skipped by the collection at interpreter exit too; unfrozen, that collection
             # frees them (else DuckDB's bindings report its objects in cycles as leaked, on stderr)
             atexit.register(gc.unfreeze)
-            _unfreeze_at_exit.append(True)
+            _unfreeze_registered = True
         was_enabled = gc.isenabled()
         gc.disable()
         try:
