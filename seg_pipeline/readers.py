@@ -22,6 +22,7 @@ import difflib
 import gzip
 import hashlib
 import re
+import stat
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
@@ -65,6 +66,28 @@ class SourceError(ValueError):
     """A source that cannot be loaded; the message says which file and what is wrong."""
 
 
+SHOW_CHARS = 80  # a value quoted in a message is cut to this many characters (a file can hold anything)
+SHOW_NAMES = 20  # and a list of names (a header) to this many names
+
+
+def show(value, limit: int = SHOW_CHARS) -> str:
+    """A value from a file or a mapping, quoted for a message: its repr, cut to `limit` characters with an
+    ellipsis and the full length, so a 10 MB column name is one short line. Every reader message quotes
+    file content through this (or `show_names`)."""
+    text = str(value) if not isinstance(value, str) else value
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit] + '…'!r} ({len(text):,} characters)"
+
+
+def show_names(names, limit: int = SHOW_NAMES) -> str:
+    """A list of names (a header, the keys of a mapping), each shortened by `show`, at most `limit` of them."""
+    names = list(names)
+    shown = ", ".join(show(n) for n in names[:limit])
+    more = f", … {len(names) - limit:,} more" if len(names) > limit else ""
+    return f"[{shown}{more}]"
+
+
 def _norm(name: str) -> str:
     return "".join(ch for ch in str(name).lower() if ch.isalnum())
 
@@ -85,6 +108,7 @@ MAPPING_KEYS = (
     "encoding",
     "customer_ids",
 )
+MAPPING_MAX_BYTES = 64 << 10  # a mapping file is a few lines
 CUSTOMER_ID_RULES = ("numeric", "verbatim")
 ORDER_RULES = ("per_row", "per_day")
 WHITESPACE = "whitespace"
@@ -131,8 +155,16 @@ class ColumnMapping:
         p = Path(path)
         if not p.is_file():
             raise SourceError(f"column mapping file {p} does not exist")
+        size = p.stat().st_size
+        if size > MAPPING_MAX_BYTES:
+            raise SourceError(
+                f"column mapping file {p} is {size:,} bytes; a mapping file is a few lines (at most "
+                f"{MAPPING_MAX_BYTES:,} bytes): is it the right file?"
+            )
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            text = p.read_text(encoding="utf-8")
+            _refuse_aliases(p, text)
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             where = getattr(exc, "problem_mark", None)
             at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
@@ -145,32 +177,32 @@ class ColumnMapping:
             raise SourceError(f"column mapping file {p}: expected `key: value` lines at the top level")
         for key in data:
             if key not in MAPPING_KEYS:
-                raise SourceError(f"column mapping file {p}: unknown key {key!r}{_did_you_mean(key, MAPPING_KEYS)}")
+                raise SourceError(f"column mapping file {p}: unknown key {show(key)}{_did_you_mean(key, MAPPING_KEYS)}")
         cols = data.get("columns") or {}
         if not isinstance(cols, dict):
             raise SourceError(f"column mapping file {p}: `columns:` must map canonical names to the file's columns")
         for key in cols:
             if key not in CANONICAL:
                 raise SourceError(
-                    f"column mapping file {p}: unknown target column {key!r} under `columns:`"
+                    f"column mapping file {p}: unknown target column {show(key)} under `columns:`"
                     f"{_did_you_mean(key, CANONICAL)}; allowed: {CANONICAL}"
                 )
         header = data.get("header", True)
         if not isinstance(header, bool):
-            raise SourceError(f"column mapping file {p}: `header:` must be true or false, not {header!r}")
+            raise SourceError(f"column mapping file {p}: `header:` must be true or false, not {show(header)}")
         names = data.get("names")
         if names is not None and (not isinstance(names, list) or not names):
             raise SourceError(f"column mapping file {p}: `names:` must be a list of column names, in file order")
         if names is not None and len({str(n) for n in names}) != len(names):
             dup = sorted({str(n) for n in names if [str(m) for m in names].count(str(n)) > 1})
-            raise SourceError(f"column mapping file {p}: `names:` repeats {dup}")
+            raise SourceError(f"column mapping file {p}: `names:` repeats {show_names(dup)}")
         orders = data.get("orders")
         if orders is not None and orders not in ORDER_RULES:
-            raise SourceError(f"column mapping file {p}: `orders:` must be per_row or per_day, not {orders!r}")
+            raise SourceError(f"column mapping file {p}: `orders:` must be per_row or per_day, not {show(orders)}")
         customer_ids = data.get("customer_ids", "numeric")
         if customer_ids not in CUSTOMER_ID_RULES:
             raise SourceError(
-                f"column mapping file {p}: `customer_ids:` must be numeric or verbatim, not {customer_ids!r}"
+                f"column mapping file {p}: `customer_ids:` must be numeric or verbatim, not {show(customer_ids)}"
             )
         delimiter = data.get("delimiter")
         if delimiter is not None:
@@ -182,7 +214,7 @@ class ColumnMapping:
             elif len(delimiter) != 1:
                 raise SourceError(
                     f"column mapping file {p}: `delimiter:` must be one character or `whitespace` (runs of spaces "
-                    f"or tabs), not {delimiter!r}"
+                    f"or tabs), not {show(delimiter)}"
                 )
         roles: dict[str, list[str]] = {}
         for canon, col in [*cols.items(), *([("amount", data["amount"])] if data.get("amount") else [])]:
@@ -190,7 +222,14 @@ class ColumnMapping:
         shared = {col: r for col, r in roles.items() if len(r) > 1}
         if shared:
             col, r = next(iter(shared.items()))
-            raise SourceError(f"column mapping file {p}: column {col!r} is given two roles, {' and '.join(r)}")
+            raise SourceError(f"column mapping file {p}: column {show(col)} is given two roles, {' and '.join(r)}")
+        if data.get("amount") and "price" in cols:
+            raise SourceError(
+                f"column mapping file {p} sets both `amount:` ({show(data['amount'])}) and `columns: price:` "
+                f"({show(cols['price'])}): a unit price and an order value that would be divided into one cannot "
+                "both be the price. Keep `columns: price:` for a file with unit prices, or `amount:` for an "
+                "order-level export"
+            )
         return cls(
             columns={k: str(v) for k, v in cols.items()},
             amount=str(data["amount"]) if data.get("amount") else None,
@@ -208,8 +247,23 @@ class ColumnMapping:
 
 
 def _did_you_mean(word: str, options) -> str:
-    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(word)[:SHOW_CHARS], list(options), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else f"; the keys are {', '.join(options)}"
+
+
+def _refuse_aliases(p: Path, text: str) -> None:
+    """A mapping file is a few plain keys: YAML anchors and aliases (`&a`, `*a`) are refused before anything
+    is built from them, so an alias bomb (each alias repeating the one before) cannot expand."""
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                mark = event.start_mark
+                raise SourceError(
+                    f"column mapping file {p} uses a YAML anchor or alias (line {mark.line + 1}, column "
+                    f"{mark.column + 1}); a mapping file needs neither: write each value out"
+                )
+    except yaml.YAMLError:
+        return  # safe_load reports the syntax error with its place
 
 
 def resolve_columns(header: list[str], mapping: ColumnMapping, where: str) -> dict[str, str | None]:
@@ -221,8 +275,8 @@ def resolve_columns(header: list[str], mapping: ColumnMapping, where: str) -> di
             wanted = mapping.columns[canon]
             if wanted not in header:
                 raise SourceError(
-                    f"{where}: column mapping says {canon} is column {wanted!r}, "
-                    f"but the file has no such column (columns: {header})"
+                    f"{where}: column mapping says {canon} is column {show(wanted)}, "
+                    f"but the file has no such column (columns: {show_names(header)})"
                 )
             out[canon] = wanted
             continue
@@ -234,8 +288,8 @@ def resolve_columns(header: list[str], mapping: ColumnMapping, where: str) -> di
         out[canon] = found
     if mapping.amount and mapping.amount not in header:
         raise SourceError(
-            f"{where}: column mapping says amount is column {mapping.amount!r}, "
-            f"but the file has no such column (columns: {header})"
+            f"{where}: column mapping says amount is column {show(mapping.amount)}, "
+            f"but the file has no such column (columns: {show_names(header)})"
         )
     explicit = set(mapping.columns.values()) | ({mapping.amount} if mapping.amount else set())
     for canon, col in out.items():
@@ -256,7 +310,7 @@ def resolve_columns(header: list[str], mapping: ColumnMapping, where: str) -> di
             else ""
         )
         raise SourceError(
-            f"{where}: required column(s) missing: {missing}. The file has columns {header}. "
+            f"{where}: required column(s) missing: {missing}. The file has columns {show_names(header)}. "
             f"Expected one of {hints}, or map them in a column mapping file "
             f"(SEG_PIPELINE_COLUMN_MAPPING / --mapping).{order_hint}"
         )
@@ -271,6 +325,42 @@ def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
     return h.hexdigest()
 
 
+def file_state(path: Path) -> tuple[int, int]:
+    """A file's size and modification time (ns): taken before it is hashed, compared after it is loaded."""
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def check_unchanged(path: Path, before: tuple[int, int]) -> None:
+    """Stop when a file changed between its hash and the end of its load (an export still being written):
+    the rows read and the hash recorded for them would be of different content."""
+    after = file_state(path)
+    if after != before:
+        size = f"{before[0]:,} bytes, then {after[0]:,}" if after[0] != before[0] else "same size, new time"
+        raise SourceError(
+            f"source {path} changed while it was read ({size}); try again when the export is finished. "
+            "Nothing was published"
+        )
+
+
+def _not_a_file(path: Path) -> str | None:
+    """What a path is when it is neither a regular file nor a folder (after symlinks): a named pipe, a socket,
+    a device. Such a path is never opened: opening a pipe waits for a writer, a device may never end."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # a broken link: opening it reports the error
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
+
+
 def source_files(source: str | Path) -> tuple[list[Path], dict[str, str]]:
     """The files a source names, and (for a folder) the entries it deliberately ignores, with why: hidden
     files, sub-folders and files of other types. A supported file that cannot be opened is an error, never
@@ -281,16 +371,24 @@ def source_files(source: str | Path) -> tuple[list[Path], dict[str, str]]:
     if p.is_dir():
         files, ignored = [], {}
         for f in sorted(p.iterdir()):
+            special = _not_a_file(f)
             if f.name.startswith((".", "~$")):
                 ignored[f.name] = "hidden or an editor's lock file"
             elif f.is_dir():
                 ignored[f.name] = "a sub-folder (folders are not read recursively)"
+            elif special:
+                ignored[f.name] = f"not a regular file ({special}): never opened"
             elif not f.name.lower().endswith(SUPPORTED_SUFFIXES):
                 ignored[f.name] = f"not a data file type ({', '.join(SUPPORTED_SUFFIXES)})"
             else:
                 files.append(f)
         if not files:
             raise SourceError(f"source folder {p} holds no {', '.join(SUPPORTED_SUFFIXES)} file")
+    elif _not_a_file(p):
+        raise SourceError(
+            f"source {p} is not a regular file ({_not_a_file(p)}): it is not opened, as reading it could wait "
+            "forever. Export the data to a file and name that"
+        )
     elif not p.name.lower().endswith(SUPPORTED_SUFFIXES):
         raise SourceError(f"source {p}: unsupported file type; use one of {', '.join(SUPPORTED_SUFFIXES)}")
     else:
@@ -414,10 +512,6 @@ class TextLayout:
     encoding: str
 
 
-def _show(text: str, n: int = 100) -> str:
-    return repr(text if len(text) <= n else text[:n] + "...")
-
-
 def _sample_lines(path: Path, encoding: str | None) -> list[tuple[int, str]]:
     """The first lines of a text file (number, text without the line end), decoded strictly. A file that is
     binary or compressed, or that does not decode, raises a SourceError that says so."""
@@ -426,7 +520,7 @@ def _sample_lines(path: Path, encoding: str | None) -> list[tuple[int, str]]:
         with opener(path, "rb") as f:
             raw = f.read(SNIFF_BYTES)
     except (OSError, EOFError) as exc:  # a .gz that is not gzip, or truncated
-        raise SourceError(f"source {path} could not be read: {exc}") from None
+        raise SourceError(f"source {path} could not be read: {_first_line(exc)}") from None
     for magic, what in _MAGIC.items():
         if raw.startswith(magic):
             raise SourceError(f"source {path} is not a text file: it is {what}")
@@ -448,7 +542,16 @@ def _sample_lines(path: Path, encoding: str | None) -> list[tuple[int, str]]:
             f"line {line:,} does not decode. Save the file as UTF-8, or set `encoding:` (e.g. latin-1) in "
             "a column mapping file"
         ) from None
-    lines = text.splitlines()
+    if len(raw) == SNIFF_BYTES and b"\n" not in raw and b"\r" not in raw:
+        raise SourceError(
+            f"source {path}: line 1 is longer than {SNIFF_BYTES:,} bytes (no line end in them): this is not "
+            "a file of one row per line, or its header holds a name of that length"
+        )
+    # lines end where the CSV reader ends them (LF, CRLF or CR), not at the other characters Python's
+    # splitlines() breaks at (vertical tab, U+2028...): a value holding one stays on its line
+    lines = re.split(r"\r\n|\r|\n", text)
+    if lines and lines[-1] == "":
+        lines.pop()
     if len(raw) == SNIFF_BYTES and lines:
         lines = lines[:-1]  # the last line may be cut
     return [(i, line) for i, line in enumerate(lines, 1) if line.strip(" \t,;|")]
@@ -490,27 +593,27 @@ def inspect_text(path: Path, mapping: ColumnMapping) -> TextLayout:
         else:
             hint = "set `delimiter:` in the column mapping file to the character between its fields"
         said = f"with `delimiter: {delimiter!r}`" if mapping.delimiter else "with no delimiter found"
-        raise SourceError(f"source {path}: line {first_n} was read as one column ({_show(first)}) {said}; {hint}")
+        raise SourceError(f"source {path}: line {first_n} was read as one column ({show(first)}) {said}; {hint}")
     for n, count in counts[1:]:
         if count != expected:
             what = "the header" if mapping.header else f"line {first_n}"
             how = "`delimiter: whitespace`" if delimiter == WHITESPACE else f"delimiter {delimiter!r}"
             raise SourceError(
                 f"source {path}: line {n:,} has {count} fields where {what} has {expected} (split by {how}; "
-                f"line {n:,}: {_show(dict(lines)[n])}). Fix the file, or set `delimiter:` in the column "
+                f"line {n:,}: {show(dict(lines)[n])}). Fix the file, or set `delimiter:` in the column "
                 "mapping file if it is not the one between the fields"
             )
     first_fields = [f.strip() for f in split_fields(lines[0][1], delimiter)]
     if mapping.names is not None and len(mapping.names) != expected:
         raise SourceError(
             f"source {path}: `names:` lists {len(mapping.names)} names but the file has {expected} columns "
-            f"(line {first_n}: {_show(lines[0][1])})"
+            f"(line {first_n}: {show(lines[0][1])})"
         )
     if not mapping.header:
         if mapping.names is None:
             raise SourceError(
                 f"source {path}: `header: false` needs `names:`, the column names in file order "
-                f"(the file has {expected} columns; line {first_n}: {_show(lines[0][1])})"
+                f"(the file has {expected} columns; line {first_n}: {show(lines[0][1])})"
             )
         if len(lines) > 1 and _looks_like_header(
             first_fields, [f.strip() for f in split_fields(lines[1][1], delimiter)]
@@ -521,20 +624,22 @@ def inspect_text(path: Path, mapping: ColumnMapping) -> TextLayout:
                 "(`names:` then replaces the header's names), or remove the header line from the file"
             )
     names = list(mapping.names) if mapping.names is not None else first_fields
-    _check_unique(path, names)
+    check_unique(f"source {path}", names)
     return TextLayout(delimiter=delimiter, header=mapping.header, names=names, encoding=encoding)
 
 
-def _check_unique(path: Path, header: list[str]) -> None:
+def check_unique(where: str, header: list[str], fix: str = "or set `names:` in the column mapping file") -> None:
     """Two columns of one name (or names that differ only in case, spaces or punctuation): which one is
-    meant cannot be told, so the load stops rather than let the first one win."""
+    meant cannot be told, so the load stops rather than let the first one win. The same rule for every
+    source: a text file's header (or `names:`), each sheet of a workbook, a Parquet file's schema.
+    `where`: 'source <path>' (and the sheet)."""
     seen: dict[str, str] = {}
     for h in header:
         if _norm(h) in seen:
             twice = [seen[_norm(h)], h] if seen[_norm(h)] != h else [h]
             raise SourceError(
-                f"source {path}: the header repeats column name(s) {twice}: which one is meant cannot be told. "
-                "Rename them in the file, or set `names:` in the column mapping file"
+                f"{where}: the header repeats column name(s) {show_names(twice)}: which one is meant cannot be "
+                f"told. Rename them in the file, {fix}"
             )
         if _norm(h):
             seen[_norm(h)] = h
@@ -603,12 +708,13 @@ def stage_file(
         except duckdb.Error as exc:
             raise SourceError(f"source {path} could not be read as Parquet: {_first_line(exc)}") from None
         types = {r[0]: r[1] for r in described if r[0] != "file_row_number"}
+        # DuckDB renames a repeated name (Price, Price_1): the rule is applied to the names the file holds
+        check_unique(f"source {path}", parquet_names(path), fix=ONLY_RENAME)
     else:
-        layout = inspect_text(path, mapping)
+        layout = inspect_text(path, mapping)  # checks the header's names (or `names:`)
         reader, rownum, params = _text_reader(path, layout)
         types = dict.fromkeys(layout.names, "VARCHAR")
     header = list(types)
-    _check_unique(path, header)
     cols = resolve_columns(header, mapping, where=f"source {path}")
     rule = order_rule(cols, mapping)
     lineage = (
@@ -627,6 +733,19 @@ def stage_file(
     except duckdb.Error as exc:
         raise _read_error(path, exc) from None
     return after - before
+
+
+ONLY_RENAME = "then load it again (`names:` applies to text files only)"
+
+
+def parquet_names(path: Path) -> list[str]:
+    """The top-level column names a Parquet file's schema holds, as written (repeats included)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(path).names)
+    except (OSError, pa.ArrowException) as exc:
+        raise SourceError(f"source {path} could not be read as Parquet: {_first_line(exc)}") from None
 
 
 def order_rule(cols: dict[str, str | None], mapping: ColumnMapping) -> str | None:
@@ -662,15 +781,45 @@ def _text_reader(path: Path, layout: TextLayout) -> tuple[str, str, dict]:
     return reader, "src.__row", params
 
 
-def _first_line(exc: Exception) -> str:
+def _first_line(exc: Exception, limit: int = 200) -> str:
+    """The first line of an error from a library, cut like a quoted value (it may quote one)."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= limit else f"{line[:limit]}… ({len(line):,} characters)"
+
+
+def mixed_line_ends(path: Path) -> str | None:
+    """Where a text file's line ends change kind (CRLF, LF), outside quoted values: 'line 1 ends with CRLF
+    (\\r\\n), line 12 with LF (\\n)', or None. Read only when the CSV reader has failed."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    first, inside = None, False
+    try:
+        with opener(path, "rb") as f:
+            for n, line in enumerate(f, 1):
+                inside ^= line.count(b'"') % 2 == 1  # a line end inside a quoted value is part of the value
+                if inside or not line.endswith(b"\n"):
+                    continue
+                kind = "CRLF (\\r\\n)" if line.endswith(b"\r\n") else "LF (\\n)"
+                if first is None:
+                    first = (n, kind)
+                elif kind != first[1]:
+                    return f"line {first[0]:,} ends with {first[1]}, line {n:,} with {kind}"
+    except (OSError, EOFError):
+        return None
+    return None
 
 
 def _read_error(path: Path, exc: Exception) -> SourceError:
     """DuckDB's reading error as the cause it names: a line with another number of fields, text that does
-    not decode, or (anything else) its first line."""
+    not decode, line ends of two kinds, or (anything else) its first line."""
     text = str(exc)
+    if "Error when sniffing file" in text or "state machine reached an invalid state" in text:
+        mixed = mixed_line_ends(path)
+        if mixed:
+            return SourceError(
+                f"source {path} mixes line ends: {mixed}. Save it with one kind of line end (e.g. dos2unix, "
+                "or an editor's line-ending setting), then load it again"
+            )
     line = re.search(r"CSV Error on Line: (\d+)", text)
     fields = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", text)
     if fields:
@@ -717,14 +866,16 @@ def _stage_xlsx(con, path: Path, table: str, mapping: ColumnMapping, base_params
     try:
         wb = CalamineWorkbook.from_path(str(path))
     except Exception as exc:  # calamine raises its own error types
-        raise SourceError(f"source {path} is not a readable .xlsx workbook: {exc}") from exc
+        raise SourceError(f"source {path} is not a readable .xlsx workbook: {_first_line(exc)}") from None
     total = 0
     for sheet_name in wb.sheet_names:
         rows = wb.get_sheet_by_name(sheet_name).to_python(skip_empty_area=True)
         if not rows:
             continue
         header = [str(h) if h is not None else "" for h in rows[0]]
-        cols = resolve_columns(header, mapping, where=f"source {path}, sheet {sheet_name!r}")
+        where = f"source {path}, sheet {show(sheet_name)}"
+        check_unique(where, header, fix=ONLY_RENAME)
+        cols = resolve_columns(header, mapping, where=where)
         body = rows[1:]
         arrays = {
             f"c{i}": pa.array([_cell_text(r[i]) if i < len(r) else None for r in body], type=pa.string())
@@ -814,12 +965,12 @@ def settle_slash_dates(con: duckdb.DuckDBPyConnection, table: str, file: str, pa
     if day_first and month_first:
         raise SourceError(
             f"source {path}: column invoice_date mixes day-first and month-first slash dates ({day_first:,} rows "
-            f"like {ex_day!r}, {month_first:,} like {ex_month!r}), so neither order reads all of them. {fix}, or "
+            f"like {show(ex_day)}, {month_first:,} like {show(ex_month)}), so neither order reads all of them. {fix}, or "
             "fix the file"
         )
     if not day_first and not month_first:  # n > 0 here
         raise SourceError(
-            f"source {path}: column invoice_date has {n:,} slash dates such as {example!r} that read as day/month "
+            f"source {path}: column invoice_date has {n:,} slash dates such as {show(example)} that read as day/month "
             f"or as month/day, and no date in the file has a part above 12 to tell which. {fix}"
         )
     if day_first:

@@ -19,7 +19,7 @@ with non_product_codes as (
 normalised as (
     select
         r.*,
-        trim(r.stock_code) as stock_code_norm,
+        r.stock_code_key as stock_code_norm,  -- normalised at ingest (sql/raw_transactions.sql)
         nullif(nullif(trim(r.description), ''), 'nan') as description_norm,
         r.customer_key as customer_norm,  -- normalised at ingest (sql/raw_transactions.sql)
         nullif(trim(r.country), '') as country_norm,
@@ -31,7 +31,7 @@ keyed as (
     select
         n.*,
         case
-            when n._order_rule is null then upper(trim(n.invoice))
+            when n._order_rule is null then upper(n.invoice_key)
             when n.invoice_ts is not null
                 then
                     'ORD-' || coalesce(n.customer_norm, '') || '-'

@@ -14,7 +14,7 @@ from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview, sql_r
 TABLE = "raw_transactions"
 MAPPING_STATE = "raw_transactions.mapping"  # the column mapping the raw rows were loaded under (_pipeline_state)
 # the raw layout's version: a home loaded under an older one is loaded again (part of the mapping state)
-RAW_LAYOUT = "raw2"
+RAW_LAYOUT = "raw3"  # raw3: invoice_key, stock_code_key; identifiers and offsets normalised
 LOAD = "__load_raw"
 # how the rows of a file make orders (raw _order_rule), in the words the metadata shows
 ORDER_RULE_TEXT = {
@@ -22,6 +22,22 @@ ORDER_RULE_TEXT = {
     "per_row": "order-level export (no invoice column): one order per customer and timestamp (orders: per_row)",
     "per_day": "order-level export (no invoice column): one order per customer and day (orders: per_day)",
 }  # what the readers produce, before the parsed columns are added
+
+
+def non_product_rule(files_without_codes: list[str], n_files: int) -> str:
+    """Whether cleaning can tell service lines (postage, fees, manual lines) from product sales: it needs the
+    stock code. Said in the metadata and the run log, never silently skipped."""
+    if not files_without_codes:
+        return "applied: service and fee lines are told apart by their stock code"
+    what = (
+        "the source has no stock_code column"
+        if len(files_without_codes) == n_files
+        else f"{', '.join(files_without_codes)} {'has' if len(files_without_codes) == 1 else 'have'} no stock_code column"
+    )
+    return (
+        f"not applied: {what} (or no stock code in any row), so postage, fees and manual lines (POST, DOT, M, ...) "
+        "cannot be told from product sales and are kept as sales"
+    )
 
 
 @dg.asset(
@@ -36,8 +52,9 @@ ORDER_RULE_TEXT = {
         "loaded into DuckDB exactly as it is under canonical column names: a text source's values as text, "
         "a typed source's (Parquet) numbers and timestamps typed only (their text columns NULL), plus the "
         "source file name, its SHA-256, the sheet, the row number and the load time, what each value "
-        "parses to (quantity_value, price_value, invoice_ts; NULL where it does not parse) and customer_key, "
-        "the customer id's normal form (sql/raw_transactions.sql). Text files are read with their layout stated or detected from the first "
+        "parses to (quantity_value, price_value, invoice_ts in UTC; NULL where it does not parse) and the "
+        "identifiers' normal forms customer_key, invoice_key, stock_code_key (sql/raw_transactions.sql). Text "
+        "files are read with their layout stated or detected from the first "
         "lines (delimiter or runs of whitespace, header or `names:`, either line end); an order-level export "
         "without an order id makes one order per customer and timestamp (or day, `orders: per_day`), as the "
         "`orders` metadata says. Ingestion is keyed "
@@ -47,10 +64,12 @@ ORDER_RULE_TEXT = {
 def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, warehouse: Warehouse):
     mapping = pipeline.mapping()
     hashes: dict = {}
+    states: dict = {}  # size and time of each file before it is hashed; compared after it is loaded
     source_files, ignored = readers.source_files(pipeline.source_path())
     for name, why in ignored.items():
         context.log.info(f"ignored {name}: {why}")
     for f in source_files:
+        states[f] = readers.file_state(f)
         h = readers.sha256_file(f)
         if h in hashes.values():
             context.log.warning(
@@ -85,6 +104,7 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
                 # GX's import runs beside the load (DuckDB work), not before the contract
                 with gx_duckdb.importing_beside():
                     per_file[f.name] = readers.stage_file(con, f, hashes[f], stage, mapping, loaded_at, transform)
+                readers.check_unchanged(f, states[f])  # the rows read are the content hashed
                 empty = readers.drop_empty_rows(con, stage, f.name)
                 if empty:
                     empty_rows[f.name] = empty
@@ -131,6 +151,12 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
             f"max(_loaded_at) AS loaded_at FROM {TABLE} GROUP BY ALL ORDER BY file, sheet"
         ).df()
         absent = [c for c in readers.OPTIONAL if con.execute(f"SELECT count({c}) FROM {TABLE}").fetchall()[0][0] == 0]
+        no_codes = [
+            r[0]
+            for r in con.execute(
+                f"SELECT _source_file FROM {TABLE} GROUP BY 1 HAVING count(stock_code) = 0 ORDER BY 1"
+            ).fetchall()
+        ]
         rules = [r[0] for r in con.execute(f"SELECT DISTINCT _order_rule FROM {TABLE} ORDER BY 1").fetchall()]
         md_preview = preview(con, TABLE)
         table_meta = table_metadata(con, TABLE)
@@ -146,9 +172,12 @@ def raw_transactions(context: dg.AssetExecutionContext, pipeline: PipelineHome, 
         "stale_files_removed": len(stale),
         "files_ignored": dg.MetadataValue.json(ignored) if ignored else "none",
         "columns_absent_in_source": ", ".join(absent) or "none",
+        "non_product_rule": non_product_rule(no_codes, by_file.file.nunique()),
         "orders": "; ".join(ORDER_RULE_TEXT[r] for r in rules),
         "preview": md_preview,
     }
+    if no_codes:
+        context.log.warning(return_meta["non_product_rule"])
     if per_file:
         return_meta["rows_per_new_file"] = dg.MetadataValue.json(per_file)
         return_meta["empty_rows_skipped"] = dg.MetadataValue.json(empty_rows or {"all files": 0})

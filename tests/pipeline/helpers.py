@@ -158,3 +158,26 @@ def run_core(home: Path, source, quarters: list[str], instance) -> list[str]:
     for q in quarters:
         materialize(home, source, CORE_PARTITIONED, instance, partition_key=q)
     return list(quarters)
+
+
+def stage_raw(path: Path, mapping_yaml: Path | None = None) -> pd.DataFrame:
+    """One source file read as raw_transactions reads it (the reader and sql/raw_transactions.sql), into an
+    in-memory DuckDB, without Dagster: the cheap way to test a reader. Raises the reader's SourceError."""
+    from datetime import datetime
+
+    import duckdb
+
+    from seg_pipeline import readers
+    from seg_pipeline.sql import load_sql
+
+    mapping = readers.ColumnMapping.from_yaml(mapping_yaml)
+    transform = (
+        load_sql("raw_transactions"),
+        {"date_format": mapping.date_format, "customer_ids": mapping.customer_ids},
+    )
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE __load_raw {readers.RAW_DDL}")
+    con.execute(f"CREATE TABLE raw AS {transform[0]} LIMIT 0", transform[1])
+    con.execute("DROP TABLE __load_raw")
+    readers.stage_file(con, Path(path), "sha", "raw", mapping, datetime(2026, 1, 1), transform)
+    return con.execute("SELECT * FROM raw ORDER BY _sheet, _row_number").df()

@@ -349,3 +349,97 @@ def test_parquet_values_stay_typed_and_rejected_rows_show_them_as_text(layout_ru
     csv_rejected = read_table(csv_home, "SELECT quantity, rejection_reason FROM rejected_sales ORDER BY _row_number")
     assert rejected.rejection_reason.tolist() == csv_rejected.rejection_reason.tolist()
     assert rejected.quantity.tolist() == csv_rejected.quantity.tolist()
+
+
+# ------------------------------------------------- hostile input (issue 22): readers, as unit tests (no Dagster)
+
+HEADER = b"Invoice,StockCode,Quantity,InvoiceDate,Price,Customer ID\n"
+
+
+def _csv(tmp_path, body: bytes, name: str = "x.csv", header: bytes = HEADER):
+    path = tmp_path / name
+    path.write_bytes(header + body)
+    return path
+
+
+def _workbook(path, sheets: dict[str, list[list]]):
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    wb.remove(wb.active)
+    for name, rows in sheets.items():
+        ws = wb.create_sheet(name)
+        for row in rows:
+            ws.append(row)
+    wb.save(path)
+    return path
+
+
+XLSX_HEADER = ["Invoice", "StockCode", "Quantity", "InvoiceDate", "Price", "Customer ID"]
+
+
+def test_xlsx_repeated_header_in_any_sheet_stops_the_load(tmp_path):
+    """The CSV rule for every sheet: a second `price` column (here a cost, in sheet 2) is not silently read
+    as the price."""
+    from tests.pipeline.helpers import stage_raw
+
+    good = ["1", "A", 1, "2011-01-01 10:00:00", 2.5, "5"]
+    book = _workbook(
+        tmp_path / "two.xlsx",
+        {"2009-2010": [XLSX_HEADER, good], "2010-2011": [[*XLSX_HEADER, "price "], [*good, 1.0]]},
+    )
+    with pytest.raises(SourceError) as info:
+        stage_raw(book)
+    assert str(info.value) == (
+        f"source {book}, sheet '2010-2011': the header repeats column name(s) ['Price', 'price ']: which one is "
+        "meant cannot be told. Rename them in the file, then load it again (`names:` applies to text files only)"
+    )
+    one = _workbook(tmp_path / "one.xlsx", {"2009-2010": [XLSX_HEADER, good]})
+    assert stage_raw(one).price.tolist() == ["2.5"]  # the same sheet without the repeat loads
+
+
+def test_parquet_repeated_column_name_stops_the_load(tmp_path):
+    """DuckDB reads a repeated Parquet name as Price and Price_1; the rule looks at the names in the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.pipeline.helpers import stage_raw
+
+    cols = [pa.array([v]) for v in ["1", "A", 1.0, "2011-01-01 10:00:00", 2.5, 0.4, "5"]]
+    path = tmp_path / "dup.parquet"
+    pq.write_table(pa.table(cols, names=[*XLSX_HEADER[:5], "Price", "Customer ID"]), path)
+    with pytest.raises(SourceError) as info:
+        stage_raw(path)
+    assert str(info.value) == (
+        f"source {path}: the header repeats column name(s) ['Price']: which one is meant cannot be told. "
+        "Rename them in the file, then load it again (`names:` applies to text files only)"
+    )
+
+
+# a raw value, its normal form as an invoice or stock code, and as a customer id (then the numeric rule)
+IDENTIFIERS = [
+    ("\t17850", "17850", "17850"),
+    ("17850\t", "17850", "17850"),
+    ("\ufeff17850", "17850", "17850"),
+    ("1785\u200b0", "17850", "17850"),
+    (" 17850\u00a0", "17850", "17850"),
+    ("17850\u00ad", "17850", "17850"),
+    ("0017850.0\u200c", "0017850.0", "17850"),
+    ("AB\t007", "AB 007", "AB 007"),
+    ("AB \u3000 007\x0b", "AB 007", "AB 007"),  # a vertical tab is not a line end
+    ("\u200b", None, None),
+    ("cafe\u0301", "caf\u00e9", "caf\u00e9"),  # NFC: e + combining acute accent is one letter
+]
+
+
+def test_identifiers_have_one_normal_form(tmp_path):
+    """Tab, NBSP, zero-width space, BOM, soft hyphen, ZWNJ, ideographic space: one customer, one invoice, one
+    stock code, whatever invisible characters the export left in them; the text as read is kept beside."""
+    from tests.pipeline.helpers import stage_raw
+
+    body = "".join(f'"{v}","{v}",1,2011-01-01 10:00:00,2.5,"{v}"\n' for v, _, _ in IDENTIFIERS)
+    raw = stage_raw(_csv(tmp_path, body.encode()))
+    assert raw.customer_id.tolist() == [v for v, _, _ in IDENTIFIERS]
+    assert raw.invoice_key.tolist() == [k for _, k, _ in IDENTIFIERS]
+    assert raw.stock_code_key.tolist() == [k for _, k, _ in IDENTIFIERS]
+    assert raw.customer_key.tolist() == [c for _, _, c in IDENTIFIERS]
