@@ -443,3 +443,138 @@ def test_identifiers_have_one_normal_form(tmp_path):
     assert raw.invoice_key.tolist() == [k for _, k, _ in IDENTIFIERS]
     assert raw.stock_code_key.tolist() == [k for _, k, _ in IDENTIFIERS]
     assert raw.customer_key.tolist() == [c for _, _, c in IDENTIFIERS]
+
+
+def test_time_zone_offsets_are_converted_to_utc(tmp_path):
+    """invoice_ts is UTC: an offset or zone is applied (23:30 at -01:00 is 00:30 the next day, a sale of the
+    next quarter), a time without one is taken as written, an offset that cannot be read leaves NULL."""
+    from tests.pipeline.helpers import stage_raw
+
+    dates = [
+        "2010-12-31T23:30-01:00",
+        "2010-12-31 23:30:00 +01:00",
+        "2010-12-31T23:30:00.5+0530",
+        "2010-12-31 23:30:00Z",
+        "2010-12-31 23:30:00 Europe/Paris",
+        "2010-12-31 23:30:00",
+        "2010-12-31 23:30:00+99:00",
+    ]
+    body = "".join(f"{i},A,1,{d},2.5,5\n" for i, d in enumerate(dates))
+    raw = stage_raw(_csv(tmp_path, body.encode()))
+    assert raw.invoice_date.tolist() == dates
+    assert [None if pd.isna(t) else str(t) for t in raw.invoice_ts] == [
+        "2011-01-01 00:30:00",
+        "2010-12-31 22:30:00",
+        "2010-12-31 18:00:00.500000",
+        "2010-12-31 23:30:00",
+        "2010-12-31 22:30:00",
+        "2010-12-31 23:30:00",
+        None,
+    ]
+
+
+def test_a_pipe_in_a_folder_is_listed_and_never_opened(tmp_path, monkeypatch):
+    import os
+
+    from seg_pipeline.readers import source_files
+
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    _csv(folder, b"1,A,1,2011-01-01,1.0,5\n", name="a.csv")
+    os.mkfifo(folder / "b.csv")  # opening it for reading would wait for a writer
+    real_open = open
+
+    def no_pipes(path, *a, **k):
+        assert not str(path).endswith("b.csv"), "the pipe was opened"
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr("builtins.open", no_pipes)
+    files, ignored = source_files(folder)
+    assert files == [folder / "a.csv"]
+    assert ignored == {"b.csv": "not a regular file (a named pipe): never opened"}
+    with pytest.raises(SourceError) as info:
+        source_files(folder / "b.csv")
+    assert str(info.value) == (
+        f"source {folder / 'b.csv'} is not a regular file (a named pipe): it is not opened, as reading it could "
+        "wait forever. Export the data to a file and name that"
+    )
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["first lines", "beyond the sniffed lines"])
+def test_mixed_line_ends_name_the_lines(tmp_path, late):
+    from tests.pipeline.helpers import stage_raw
+
+    lead = b"1,A,1,2011-01-01 10:00:00,1.0,5\r\n" * (20000 if late else 1)
+    body = lead + b"2,B,1,2011-01-01 10:00:00,1.0,6\n3,B,1,2011-01-01 10:00:00,1.0,6\r\n"
+    path = _csv(tmp_path, body, header=HEADER.replace(b"\n", b"\r\n"))
+    with pytest.raises(SourceError) as info:
+        stage_raw(path)
+    n = 20002 if late else 3
+    assert str(info.value) == (
+        f"source {path} mixes line ends: line 1 ends with CRLF (\\r\\n), line {n:,} with LF (\\n). Save it "
+        "with one kind of line end (e.g. dos2unix, or an editor's line-ending setting), then load it again"
+    )
+
+
+def test_quoted_values_are_shortened_in_every_message(tmp_path):
+    """A 1,000,000-character column name is quoted as its first 80 characters and its length."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from seg_pipeline.readers import show
+    from tests.pipeline.helpers import stage_raw
+
+    long = "x" * 1_000_000
+    assert show(long) == repr("x" * 80 + "…") + " (1,000,000 characters)"
+    path = tmp_path / "wide.parquet"
+    pq.write_table(pa.table({"Invoice": ["1"], long: ["a"]}), path)
+    with pytest.raises(SourceError) as info:
+        stage_raw(path)
+    msg = str(info.value)
+    assert len(msg) < 700
+    assert f"The file has columns ['Invoice', {show(long)}]." in msg
+    csv = _csv(tmp_path, b"1,A\n", header=long.encode() + b",Invoice\n")  # a header line beyond the sample
+    with pytest.raises(SourceError) as info:
+        stage_raw(csv)
+    assert str(info.value) == (
+        f"source {csv}: line 1 is longer than 262,144 bytes (no line end in them): this is not a file of one row "
+        "per line, or its header holds a name of that length"
+    )
+    wide = _csv(tmp_path, b"1,A\n", name="w.csv", header=b"Invoice," + b"y" * 100_000 + b"\n")
+    with pytest.raises(SourceError) as info:
+        stage_raw(wide)
+    assert f"The file has columns ['Invoice', {show('y' * 100_000)}]." in str(info.value)
+    assert len(str(info.value)) < 700
+
+
+def test_mapping_with_amount_and_price_is_refused(tmp_path):
+    m = tmp_path / "m.yaml"
+    m.write_text("columns:\n  price: unit_price\namount: order_value\n")
+    with pytest.raises(SourceError) as info:
+        ColumnMapping.from_yaml(m)
+    assert str(info.value) == (
+        f"column mapping file {m} sets both `amount:` ('order_value') and `columns: price:` ('unit_price'): a unit "
+        "price and an order value that would be divided into one cannot both be the price. Keep `columns: price:` "
+        "for a file with unit prices, or `amount:` for an order-level export"
+    )
+
+
+def test_mapping_alias_bomb_and_oversized_mapping_are_refused(tmp_path):
+    """Billion laughs: each level repeats the one before ten times; refused before anything is built."""
+    levels = ['a0: &a0 ["lol"]'] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\n")
+    with pytest.raises(SourceError) as info:
+        ColumnMapping.from_yaml(bomb)
+    assert str(info.value) == (
+        f"column mapping file {bomb} uses a YAML anchor or alias (line 1, column 5); a mapping file needs "
+        "neither: write each value out"
+    )
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * 70_000 + "\ncolumns: {}\n")
+    with pytest.raises(SourceError) as info:
+        ColumnMapping.from_yaml(big)
+    assert str(info.value) == (
+        f"column mapping file {big} is 70,015 bytes; a mapping file is a few lines (at most 65,536 bytes): is "
+        "it the right file?"
+    )
