@@ -562,7 +562,7 @@ def _py_codec(encoding: str | None) -> str:
         return codecs.lookup(encoding or "utf-8").name
     except LookupError:
         raise SourceError(
-            f"`encoding: {encoding}` in the column mapping file is not an encoding Python knows"
+            f"`encoding: {show(encoding)}` in the column mapping file is not an encoding Python knows"
         ) from None
 
 

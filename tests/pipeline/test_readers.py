@@ -471,6 +471,17 @@ def test_time_zone_offsets_are_converted_to_utc(tmp_path):
         "2010-12-31 23:30:00",
         None,
     ]
+    typed = tmp_path / "tz.parquet"  # a typed timestamp with a zone: the same instant, in UTC
+    pd.DataFrame(
+        {
+            "Invoice": ["1"],
+            "Quantity": [1],
+            "InvoiceDate": [pd.Timestamp("2010-12-31 23:30", tz="Etc/GMT+1")],  # UTC-1
+            "Price": [2.5],
+            "Customer ID": ["5"],
+        }
+    ).to_parquet(typed)
+    assert stage_raw(typed).invoice_ts.tolist() == [pd.Timestamp("2011-01-01 00:30")]
 
 
 def test_a_pipe_in_a_folder_is_listed_and_never_opened(tmp_path, monkeypatch):
