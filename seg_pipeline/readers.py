@@ -925,7 +925,15 @@ RAW_DDL = (
 # `date_format:`, the file decides: a first part above 12 means day first, a second part above 12 month
 # first. A file with neither cannot be told apart, and one with both mixes the two: the load stops.
 SLASH = r"^\s*(\d{1,2})/(\d{1,2})/(\d{2}|\d{4})\b"
-DAY_FIRST_FORMATS = ["%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S", "%d/%m/%y %H:%M", "%d/%m/%Y", "%d/%m/%y"]
+DAY_FIRST_FORMATS = [
+    "%d/%m/%Y %H:%M",
+    "%d/%m/%Y %H:%M:%S",
+    "%d/%m/%y %H:%M",
+    "%d/%m/%Y",
+    "%d/%m/%y",
+    "%d/%m/%Y %I:%M %p",
+    "%d/%m/%Y %I:%M:%S %p",
+]
 
 
 def settle_slash_dates(con: duckdb.DuckDBPyConnection, table: str, file: str, path: Path) -> str | None:
@@ -975,7 +983,8 @@ def settle_slash_dates(con: duckdb.DuckDBPyConnection, table: str, file: str, pa
         )
     if day_first:
         con.execute(
-            f"UPDATE {t} SET invoice_ts = try_strptime(trim(invoice_date), $formats) "
+            f"UPDATE {t} SET invoice_ts = try_strptime(regexp_replace(trim(invoice_date), '\\s*([AaPp][Mm])$', ' \\1'), "
+            "$formats) "
             f"WHERE _source_file = $file AND regexp_matches(invoice_date, '{SLASH}')",
             {"file": file, "formats": DAY_FIRST_FORMATS},
         )

@@ -7,7 +7,8 @@
 -- invoice_ts is in UTC: a timestamp with an offset or zone (2010-12-31T23:30-01:00, ...Z, +0530, UTC,
 -- Europe/Paris) is converted to UTC (2011-01-01 00:30); one without is taken as written, as UTC. An offset
 -- or zone that does not parse (+99:00, Mars/Base) leaves NULL (the row is rejected as unparseable_date),
--- never the time without its offset.
+-- never the time without its offset. A 12-hour time (11:30 PM) is read with its AM/PM (the plain cast would
+-- drop it: 12:10 AM as 12:10).
 -- The identifiers the pipeline keys on (customer_key, invoice_key, stock_code_key) are in one normal
 -- form: Unicode NFC, format characters (category Cf: zero-width space, ZWNJ, BOM, soft hyphen...)
 -- removed, whitespace (Unicode White_Space: tab, CR, LF, NBSP, ideographic space...) trimmed at both
@@ -31,6 +32,11 @@ select
         l._invoice_ts_native,
         case when $date_format is not null then try_strptime(trim(l.invoice_date), $date_format) end,
         case
+            when regexp_matches(l.invoice_date, '\d\s*[AaPp][Mm]\s*$')
+                then try_strptime(
+                    regexp_replace(trim(l.invoice_date), '\s*([AaPp][Mm])$', ' \1'),
+                    ['%Y-%m-%d %I:%M %p', '%Y-%m-%d %I:%M:%S %p', '%m/%d/%Y %I:%M %p', '%m/%d/%Y %I:%M:%S %p']
+                )
             when
                 regexp_matches(
                     l.invoice_date,

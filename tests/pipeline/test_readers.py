@@ -447,7 +447,8 @@ def test_identifiers_have_one_normal_form(tmp_path):
 
 def test_time_zone_offsets_are_converted_to_utc(tmp_path):
     """invoice_ts is UTC: an offset or zone is applied (23:30 at -01:00 is 00:30 the next day, a sale of the
-    next quarter), a time without one is taken as written, an offset that cannot be read leaves NULL."""
+    next quarter), a time without one is taken as written, an offset that cannot be read leaves NULL. A
+    12-hour time keeps its AM/PM (the plain cast reads 12:10 AM as 12:10)."""
     from tests.pipeline.helpers import stage_raw
 
     dates = [
@@ -458,6 +459,8 @@ def test_time_zone_offsets_are_converted_to_utc(tmp_path):
         "2010-12-31 23:30:00 Europe/Paris",
         "2010-12-31 23:30:00",
         "2010-12-31 23:30:00+99:00",
+        "2010-12-31 12:10 AM",
+        "12/31/2010 11:30PM",
     ]
     body = "".join(f"{i},A,1,{d},2.5,5\n" for i, d in enumerate(dates))
     raw = stage_raw(_csv(tmp_path, body.encode()))
@@ -470,6 +473,8 @@ def test_time_zone_offsets_are_converted_to_utc(tmp_path):
         "2010-12-31 22:30:00",
         "2010-12-31 23:30:00",
         None,
+        "2010-12-31 00:10:00",
+        "2010-12-31 23:30:00",
     ]
     typed = tmp_path / "tz.parquet"  # a typed timestamp with a zone: the same instant, in UTC
     pd.DataFrame(

@@ -60,17 +60,20 @@ def test_invisible_characters_make_no_second_customer_invoice_or_product(tmp_pat
 
 
 def test_time_zone_offsets_are_applied_and_a_bad_one_rejects_only_its_row(tmp_path, dagster_instance):
-    """23:30 at UTC-1 on 31 December is 00:30 UTC on 1 January: a sale of 2011, not of 2010-Q4."""
+    """23:30 at UTC-1 on 31 December is 00:30 UTC on 1 January: a sale of 2011, not of 2010-Q4. A time with
+    PM keeps it."""
     rows = [_line(f"5{i:05d}", "2011-06-01 10:00:00", str(100 + i % 7)) for i in range(150)]
     rows[10][4] = "2010-12-31T23:30-01:00"
     rows[20][4] = "2010-12-31 23:30:00+99:00"  # no such offset
+    rows[30][4] = "31/12/2010 11:30PM"  # day first (31), a 12-hour time: the PM is not dropped
     src = write_uci_csv(tmp_path / "export.csv", rows)
     result = ingest_and_clean(tmp_path / "home", src, dagster_instance, raise_on_error=False)
     assert result.success, failure_message(result)
     cleaned = read_table(tmp_path / "home", CLEANED)
     assert len(cleaned) == 149
-    assert cleaned.loc[cleaned._row_number == 11, "invoice_date"].tolist() == [pd.Timestamp("2011-01-01 00:30")]
-    assert cleaned.invoice_date.min() == pd.Timestamp("2011-01-01 00:30")
+    by_row = cleaned.set_index("_row_number").invoice_date
+    assert by_row[[11, 31]].tolist() == [pd.Timestamp("2011-01-01 00:30"), pd.Timestamp("2010-12-31 23:30")]
+    assert (by_row.drop([11, 31]) == pd.Timestamp("2011-06-01 10:00")).all()
     assert read_table(tmp_path / "home", REJECTED).values.tolist() == [["export.csv", 21, "unparseable_date"]]
 
 
