@@ -363,8 +363,8 @@ def _not_a_file(path: Path) -> str | None:
 
 def source_files(source: str | Path) -> tuple[list[Path], dict[str, str]]:
     """The files a source names, and (for a folder) the entries it deliberately ignores, with why: hidden
-    files, sub-folders and files of other types. A supported file that cannot be opened is an error, never
-    skipped."""
+    files, sub-folders, files of other types and entries that are not regular files (pipes, sockets,
+    devices: never opened). A supported file that cannot be opened is an error, never skipped."""
     p = Path(source).expanduser()
     if not p.exists():
         raise SourceError(f"source {p} does not exist")
