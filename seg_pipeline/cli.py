@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import faults, runtime
@@ -265,7 +266,7 @@ def _report_steps(instance, result, seconds: float, label: str, quiet: bool) -> 
     if quiet:
         return
     durations = step_seconds(instance, result.run_id)
-    parts = []
+    parts, notices = [], []
     for mat in result.get_asset_materialization_events():
         m = mat.event_specific_data.materialization
         rows = m.metadata.get("dagster/row_count")
@@ -276,7 +277,12 @@ def _report_steps(instance, result, seconds: float, label: str, quiet: bool) -> 
             (f"{name} {rows.value:,}" + (f" ({took:.1f}s)" if took is not None else "") if rows is not None else name)
             + (f" \\[model {decision.value}]" if decision is not None else "")
         )
+        refused = m.metadata.get("model_file_refused")  # a model file not loaded: it did not match its record
+        if refused is not None:
+            notices.append(f"{name}: {refused.value}")
     console.print(f"{label:<14} [green]ok[/] {seconds:5.1f}s  " + " · ".join(parts))
+    for n in notices:
+        console.print(f"{'':<14} [yellow]warning[/] {escape(n)}")
 
 
 def print_summary(home: Path, quarter: str | None = None) -> None:

@@ -99,7 +99,7 @@ def _parameter_rows(
                     "converged": bool(fit.converged) if fit is not None else False,
                     "customers_fitted": fit.customers if fit is not None else 0,
                     "state": state,
-                    "note": fit.message if fit is not None else note,
+                    "note": fit.message if ok else note,  # without a fit: the quarter's reason on every row
                     "library_version": versions.get("pymc_marketing", ""),
                     "clv_horizon_weeks": horizon_weeks,
                 }
@@ -142,7 +142,10 @@ def _calibration_window(con, q) -> tuple[datetime, datetime, int] | None:
                 "(BG/NBD), expected order value (Gamma-Gamma), CLV over a configurable horizon (default 52 weeks, "
                 "discounted) and value at risk = (1 - P(alive)) x the CLV if still active. Models: pymc-marketing's "
                 "clv module, MAP with flat priors (= maximum likelihood). A quarter the data cannot support is "
-                "published with model_state insufficient_data and no predictions; the metadata says why."
+                "published with model_state insufficient_data, one whose fit does not converge (the optimiser "
+                "fails, absurd estimates, predictions not finite) with not_converged; either way with no "
+                "predictions, the metadata saying why, and everything downstream running (the win-back list "
+                "ranked by past revenue)."
             ),
         ),
         table_spec(
@@ -187,9 +190,9 @@ def customer_value(
                 "outside the data. Materialise only quarters the data covers (seg-pipeline run does)."
             )
 
-        # ---- fit (or say plainly why not)
+        # ---- fit and score (or say plainly why not)
         reason = cv.assess_data(inputs, config.min_customers, config.min_repeat_buyers)
-        bg = gg = None
+        bg = gg = scores = None
         versions: dict = {}
         state, note = cv.INSUFFICIENT, reason or ""
         sample = None
@@ -197,48 +200,28 @@ def customer_value(
             versions = cv.library_versions()
             sample = cv.sample_rows(len(inputs), config.fit_sample_size, config.seed)
             fit_data = inputs if sample is None else inputs.iloc[sample]
-            try:
-                bg = cv.fit_bgnbd(fit_data)
-                gg = cv.fit_gamma_gamma(fit_data)
-            except Exception as exc:  # noqa: BLE001 - reported as a non-converged fit, not as a traceback
-                note = f"the fit failed: {type(exc).__name__}: {str(exc)[:300]}"
-                state = cv.NOT_CONVERGED
-            else:
-                failed = [f"{f.model}: {f.message}" for f in (bg, gg) if not f.converged]
-                loose = [f"{f.model}: {f.message}" for f in (bg, gg) if f.converged and not f.identified]
-                # an optimum at the edge of the parameter space (e.g. a, b -> infinity at a fixed a / (a + b):
-                # the same dropout probability for everyone) still predicts: published, with the note
-                if failed:
-                    state, note = cv.NOT_CONVERGED, "; ".join(failed)
-                else:
-                    state, note = cv.FITTED, ("; ".join(loose) + " (predictions are the limit)") if loose else "ok"
-        lap("fit")
+            outcome = cv.fit_and_score(
+                inputs,
+                fit_data,
+                unit_days,
+                clock=lap,
+                horizon_weeks=config.clv_horizon_weeks,
+                annual_discount_rate=config.annual_discount_rate,
+                extra_days=(window[2],) if window else (),
+            )
+            state, note, bg, gg, scores = outcome.state, outcome.note, outcome.bg, outcome.gg, outcome.scores
+        else:
+            lap("fit")
 
-        # ---- score everyone
+        # ---- every customer: the predictions when fitted, NULL (never NaN) with the state otherwise
         out = inputs.copy()
         out.insert(3, "time_unit", unit)
         out["model_state"] = state
         calib = None
         if state == cv.FITTED:
-            extra = (window[2],) if window else ()
-            scores = cv.score(
-                bg,
-                gg,
-                inputs,
-                unit_days,
-                horizon_weeks=config.clv_horizon_weeks,
-                annual_discount_rate=config.annual_discount_rate,
-                extra_days=extra,
-            )
-            bad = int((~np.isfinite(scores[PREDICTIONS].to_numpy())).any(axis=1).sum())
-            if bad:  # never publish NaN: the model at the edge of its space cannot score these customers
-                state = cv.INSUFFICIENT
-                note = f"the fitted model ({note}) gives no finite prediction for {bad:,} customers"
-                out["model_state"] = state
-        if state == cv.FITTED:
             for c in PREDICTIONS:
                 out[c] = scores[c].to_numpy()
-            if window and state == cv.FITTED:
+            if window:
                 actual = inputs[["customer_id"]].merge(holdout, on="customer_id", how="left")["holdout_purchases"]
                 calib = cv.calibration(
                     inputs["frequency"],
@@ -246,8 +229,7 @@ def customer_value(
                     actual.fillna(0).to_numpy("int64"),
                     window[2],
                 )
-        if state != cv.FITTED:
-            calib = None
+        else:
             for c in PREDICTIONS:
                 out[c] = pd.Series([None] * len(out), dtype="Float64")  # NULL in DuckDB, never NaN
         lap("score")
@@ -313,8 +295,7 @@ def customer_value(
         )
         metadata["fit_outcome"] = dg.MetadataValue.md(
             f"**{what} for {q.label}: {note}.** No P(alive), expected purchases or CLV are published for this "
-            f"quarter (NULL, model_state = {state}). "
-            + (DOWNSTREAM_WITHOUT_FIT if state == cv.INSUFFICIENT else "The contract blocks everything downstream.")
+            f"quarter (NULL, model_state = {state}). " + DOWNSTREAM_WITHOUT_FIT
         )
     else:
         metadata.update(_fit_metadata(bg, gg, out, param_rows, versions, sample, config, calib))

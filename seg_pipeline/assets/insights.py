@@ -158,7 +158,7 @@ class InsightsInputs:
     trials: pd.DataFrame  # clustering_model rows of the quarter
     history: pd.DataFrame  # segment_migration_history rows of the quarter
     descriptions: dict  # segment -> description (segment_summary; descriptive names included)
-    value_state: str = ""  # customer_value's model state for the quarter (fitted / insufficient_data)
+    value_state: str = ""  # customer_value's model state for the quarter (fitted / insufficient_data / not_converged)
     value_note: str = ""  # why, when not fitted
     value_parameters: pd.DataFrame | None = None  # customer_value_parameters rows of the quarter
     clv_horizon_weeks: int = 52

@@ -1,6 +1,5 @@
 """scaled_matrix and clustering_model: the model input and the fitted k-means, per quarter."""
 
-import hashlib
 import io
 
 import dagster as dg
@@ -14,16 +13,18 @@ from ..ml import segment_model as sm
 from ..ml.scaling import build_matrix
 from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import PipelineHome, Warehouse
-from ..storage import atomic_write_bytes, create_stage_from_df, publish_partition
+from ..storage import atomic_write_bytes, create_stage_from_df, publish_partition, table_exists
 from ..tables import (
     MODEL_FILE,
     SCALER_FILE,
     ModelFileError,
     chosen_model_row,
+    file_sha256,
     has_sales_before,
     load_model,
     read_features,
     read_matrix,
+    recorded_sha256,
 )
 from .common import GROUP, OWNERS, contract_spec, gate, md_table, table_metadata, table_spec
 
@@ -88,7 +89,7 @@ class ModelConfig(dg.Config):
             "The clustering input, keyed by customer: log1p of the skewed features, then StandardScaler "
             "(RobustScaler selectable). A feature whose log values hardly vary (sd < 0.15) and the later of any "
             "pair whose log values correlate above the threshold (default 0.9) are left out of the model. The "
-            "fitted scaler is saved under models/<quarter>/scaler.joblib.",
+            "fitted scaler is saved under models/<quarter>/scaler.joblib, its SHA-256 in scaled_matrix_columns.",
             deps=["customer_features"],
             partitions_def=quarterly_partitions,
             kinds=("duckdb", "scikitlearn"),
@@ -133,6 +134,9 @@ def scaled_matrix(
                 "scale": m.scaler.scale_,
             }
         )
+        buf = io.BytesIO()
+        joblib.dump({"scaler": m.scaler, "features": m.features, "log_features": m.log_features}, buf)
+        cols["scaler_sha256"] = file_sha256(buf.getvalue())  # what clustering_model verifies before loading it
         stage = create_stage_from_df(con, MATRIX, df)
         create_stage_from_df(con, MATRIX_COLUMNS, cols)
         yield from gate(
@@ -146,9 +150,8 @@ def scaled_matrix(
                 "mean_tolerance": 1e-6 if config.scaler == "standard" else 1e12,
             },
         )
-        buf = io.BytesIO()
-        joblib.dump({"scaler": m.scaler, "features": m.features, "log_features": m.log_features}, buf)
         scaler_path = atomic_write_bytes(pipeline.models_dir(q) / SCALER_FILE, buf.getvalue())
+        _add_scaler_sha256_column(con)
         publish_partition(con, [MATRIX, MATRIX_COLUMNS], "quarter", q)
         matrix_meta = table_metadata(con, MATRIX, "WHERE quarter = ?", [q])
         columns_meta = table_metadata(con, MATRIX_COLUMNS, "WHERE quarter = ?", [q])
@@ -173,8 +176,17 @@ def scaled_matrix(
     )
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _add_scaler_sha256_column(con) -> None:
+    """A warehouse written before scaled_matrix_columns recorded the scaler's SHA-256 gets the column (its
+    older quarters have none recorded: their scaler is refused until scaled_matrix runs for them again)."""
+    if (
+        table_exists(con, MATRIX_COLUMNS)
+        and not con.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = ? AND column_name = 'scaler_sha256'",
+            [MATRIX_COLUMNS],
+        ).fetchall()[0][0]
+    ):
+        con.execute(f"ALTER TABLE {MATRIX_COLUMNS} ADD COLUMN scaler_sha256 VARCHAR")
 
 
 def _fit_kwargs(config: "ModelConfig") -> dict:
@@ -188,25 +200,35 @@ def _fit_kwargs(config: "ModelConfig") -> dict:
     )
 
 
-def _model_bytes(model: sm.SegmentModel, path) -> bytes:
-    """The model file's bytes. A pickle's bytes depend on object identity as well as content (a string shared
-    by two fields is written once), so the same model can pickle differently in two processes: when the file
-    already holds a model of the same version (same scaler, centroids, features and names), its bytes are
-    kept, and a rerun leaves the file and its SHA-256 exactly as they were."""
-    if path.is_file():
-        try:
-            current = joblib.load(path)
-        except Exception:  # noqa: BLE001 - an unreadable file is simply replaced
-            current = None
-        if (
-            isinstance(current, sm.SegmentModel)
-            and current.version == model.version
-            and current.fitted_quarter == model.fitted_quarter
-        ):
-            return path.read_bytes()
-    buf = io.BytesIO()
-    joblib.dump(model, buf)
-    return buf.getvalue()
+def _model_bytes(model: sm.SegmentModel, path, recorded: dict | None) -> tuple[bytes, str]:
+    """The model file's bytes, and a notice when a file already there was refused ('' otherwise).
+
+    A pickle's bytes depend on object identity as well as content (a string shared by two fields is written
+    once), so the same model can pickle differently in two processes: when the quarter's clustering_model row
+    (`recorded`) is this model (same version and fitted quarter) and the file still has the SHA-256 recorded
+    there, the file's bytes are kept, and a rerun leaves the file and its SHA-256 exactly as they were. The
+    file is never unpickled here: one the row does not vouch for (no SHA-256 recorded, or another one) is not
+    loaded and is replaced by this model, and the notice names it."""
+    fresh = io.BytesIO()
+    joblib.dump(model, fresh)
+    if not path.is_file():
+        return fresh.getvalue(), ""
+    data = path.read_bytes()
+    actual = file_sha256(data)
+    expected = recorded_sha256(recorded.get("artifact_sha256")) if recorded else ""
+    if actual == expected:
+        if recorded["model_version"] == model.version and recorded["fitted_quarter"] == model.fitted_quarter:
+            return data, ""
+        return fresh.getvalue(), ""  # the quarter's earlier model, as recorded: replaced by this one
+    why = (
+        f"does not match the SHA-256 recorded in clustering_model (recorded {expected[:12]}..., file {actual[:12]}...)"
+        if expected
+        else f"has no SHA-256 recorded in clustering_model (file {actual[:12]}...)"
+    )
+    return fresh.getvalue(), (
+        f"the model file {path} already there {why}: the warehouse does not vouch for it (an interrupted run, or "
+        "a file put there by hand), so it was not loaded; it is replaced by the model in force for the quarter"
+    )
 
 
 LIBRARIES = {"scikit-learn": sklearn.__version__, "numpy": np.__version__, "scipy": scipy.__version__}
@@ -261,7 +283,8 @@ def _kept_model(con, pipeline: PipelineHome, q, config: "ModelConfig"):
         "the cadence comes due (default yearly) or when it drifts (its silhouette falls, many customers lie far "
         "from every centroid, or a cluster no longer meets its name's conditions); a refit starts from the kept "
         "clusters and carries their names over. Saved as models/<quarter>/segment_model.joblib (loadable with "
-        "joblib; .predict(customer_features frame) gives segment names). The table has one row per k tried at "
+        "joblib; .predict(customer_features frame) gives segment names), its SHA-256 in artifact_sha256: a model "
+        "or scaler file is loaded only when its bytes match the SHA-256 recorded when it was written. The table has one row per k tried at "
         "the fit, the decision and the drift figures on the chosen row. Reads the previous quarter's model "
         "(its own previous partition: not drawn as an edge, Dagster cannot map a dynamic partition to the one "
         "before it) and refuses to run before that quarter is segmented."
@@ -352,7 +375,9 @@ def clustering_model(
         X = model.transform(features)
         current_sil = sm.sampled_silhouette(X, labels, config.silhouette_sample, config.seed)
         path = pipeline.models_dir(q.key) / MODEL_FILE
-        data = _model_bytes(model, path)
+        data, refused = _model_bytes(model, path, chosen_model_row(con, q.key))
+        if refused:
+            context.log.warning(f"clustering_model {q.key}: {refused}")
         trials = pd.DataFrame(model.trials)
         chosen = trials["k"] == model.k
         table = trials.assign(
@@ -361,7 +386,7 @@ def clustering_model(
             min_cluster_share=[float(sizes.min() / sizes.sum()) if c else None for c in chosen],
             n_customers=len(features),
             artifact_path=str(path.relative_to(pipeline.path)),  # relative: the home can move
-            artifact_sha256=_sha256(data),
+            artifact_sha256=file_sha256(data),
             reason=model.reason,
             model_version=model.version,
             fitted_quarter=model.fitted_quarter,
@@ -447,6 +472,8 @@ def clustering_model(
         "artifact": dg.MetadataValue.path(str(path)),
         "dagster/row_count": len(table),
     }
+    if refused:
+        metadata["model_file_refused"] = refused
     if refit_result is not None:
         metadata["names_carried_over"] = ", ".join(sorted(set(refit_result.carried.values()))) or "none"
         metadata["names_given_afresh"] = ", ".join(sorted(set(refit_result.renamed.values()))) or "none"

@@ -32,8 +32,12 @@ BGNBD_PARAMS = ("r", "alpha", "a", "b")
 GG_PARAMS = ("p", "q", "v")
 TIME_UNITS = {"days": 1.0, "weeks": 7.0, "months": 365.25 / 12}
 FITTED, INSUFFICIENT, NOT_CONVERGED = "fitted", "insufficient_data", "not_converged"
-# a parameter beyond this has run off to infinity (e.g. a, b when nobody seems to drop out): not a maximum
-MAX_PARAMETER = 1e6
+# a parameter beyond these has run off to infinity or to 0 (e.g. a, b when nobody seems to drop out): the
+# optimum is at the edge of the parameter space; published only when the limit still predicts (fit_state)
+MAX_PARAMETER, MIN_PARAMETER = 1e6, 1e-6
+# beyond this an estimate is absurd, not a limit: float64 keeps 15-16 significant digits, so the data's
+# counts added to it (r + x, b + x, p x + q) no longer change the log-likelihood: the optimiser ran off
+ABSURD_PARAMETER = 1e15
 # the largest |d mean log-likelihood / d log(parameter)| accepted at the optimum
 MAX_GRADIENT = 1e-3
 
@@ -157,9 +161,14 @@ def _assess(model: str, names, theta, f, n: int, t0: float, library) -> Fit:
     se, max_grad = None, float("nan")
     if not np.all(np.isfinite(theta)) or np.any(theta <= 0) or not np.isfinite(total):
         failed.append(f"the estimates or their log-likelihood are not finite ({dict(zip(names, theta.round(6)))})")
-    elif np.any(theta > MAX_PARAMETER):
+    elif np.any(theta > ABSURD_PARAMETER):
+        big = [f"{k}={v:.3g}" for k, v in zip(names, theta) if v > ABSURD_PARAMETER]
+        failed.append(f"{', '.join(big)}: beyond {ABSURD_PARAMETER:.0e}, the optimiser ran off instead of converging")
+    elif np.any(theta > MAX_PARAMETER) or np.any(theta < MIN_PARAMETER):
         big = [f"{k}={v:.3g}" for k, v in zip(names, theta) if v > MAX_PARAMETER]
-        unidentified.append(f"{', '.join(big)} ran off towards infinity")
+        small = [f"{k}={v:.3g}" for k, v in zip(names, theta) if v < MIN_PARAMETER]
+        unidentified += [f"{', '.join(big)} ran off towards infinity"] if big else []
+        unidentified += [f"{', '.join(small)} ran off towards 0"] if small else []
     else:
         grad, hess = gradient_and_hessian(f, theta)
         max_grad = float(np.max(np.abs(grad)))
@@ -246,6 +255,98 @@ def fit_gamma_gamma(data: pd.DataFrame) -> Fit:
     theta = _estimates(model, GG_PARAMS)
     x, m = frame["frequency"].to_numpy(), frame["monetary_value"].to_numpy()
     return _assess(GAMMA_GAMMA, GG_PARAMS, theta, lambda th: gamma_gamma_loglik(th, x, m), len(frame), t0, model)
+
+
+# ------------------------------------------------------------------------------- did the fit converge?
+
+
+def prediction_problems(scores: pd.DataFrame, columns=None) -> str | None:
+    """Why a fit's predictions cannot be published (the customer_value contract's rules on them), or None:
+    values that are not finite, negative, P(alive) outside [0, 1], fewer purchases expected in 52 weeks than in
+    13. `columns`: the prediction columns checked (default: those of `score` but clv_if_active)."""
+    cols = list(columns or ["p_alive", "expected_purchases_13w", "expected_purchases_52w",
+                            "expected_avg_order_value", "clv", "value_at_risk"])  # fmt: skip
+    values = scores[cols].to_numpy("float64")
+    n = len(scores)
+    out = []
+    bad = ~np.isfinite(values)
+    if bad.any():
+        which = [c for c, b in zip(cols, bad.any(axis=0)) if b]
+        out.append(f"not finite for {int(bad.any(axis=1).sum()):,} of {n:,} customers ({', '.join(which)})")
+    with np.errstate(invalid="ignore"):
+        negative = int((values < 0).any(axis=1).sum())
+        p = scores["p_alive"].to_numpy("float64")
+        outside = int(((p < 0) | (p > 1)).sum())
+        e13, e52 = (scores[c].to_numpy("float64") for c in ("expected_purchases_13w", "expected_purchases_52w"))
+        fewer = int((e52 < e13 - 1e-9 * np.maximum(1.0, e13)).sum())
+    if negative:
+        out.append(f"negative for {negative:,} customers")
+    if outside:
+        out.append(f"P(alive) outside [0, 1] for {outside:,} customers")
+    if fewer:
+        out.append(f"fewer purchases expected in 52 weeks than in 13 for {fewer:,} customers")
+    return "; ".join(out) or None
+
+
+def fit_state(bg: Fit | None, gg: Fit | None, scores: pd.DataFrame | None = None, error: str = "") -> tuple[str, str]:
+    """The quarter's model state and why, for a fit that ran: not_converged when the optimiser failed
+    (`error`), when either fit did not converge (estimates or log-likelihood not finite, an absurd estimate,
+    a gradient that is not zero) or when the predictions (`scores`, when given) cannot be published (not
+    finite, negative, inconsistent); fitted otherwise, with what limits it (an estimate at the edge of the
+    parameter space whose limit still predicts, e.g. a, b -> infinity: one dropout probability for everyone).
+    A not_converged note starts with "the fit did not converge"."""
+    if error:
+        return NOT_CONVERGED, f"the fit did not converge: it failed ({error})"
+    if bg is None or gg is None:
+        return NOT_CONVERGED, "the fit did not converge: a model is missing"
+    failed = [f"{f.model}: {f.message}" for f in (bg, gg) if not f.converged]
+    if failed:
+        return NOT_CONVERGED, "the fit did not converge: " + "; ".join(failed)
+    loose = [f"{f.model}: {f.message}" for f in (bg, gg) if not f.identified]
+    problem = prediction_problems(scores) if scores is not None else None
+    if problem:
+        return NOT_CONVERGED, (
+            "the fit did not converge: " + "".join(f"{x}; " for x in loose) + f"the predictions are {problem}"
+        )
+    return FITTED, ("; ".join(loose) + " (predictions are the limit)") if loose else "ok"
+
+
+@dataclass
+class QuarterFit:
+    """customer_value's fit of a quarter: the state, why, the two fits and the scores (only when fitted)."""
+
+    state: str
+    note: str
+    bg: Fit | None
+    gg: Fit | None
+    scores: pd.DataFrame | None
+
+
+def fit_and_score(
+    inputs: pd.DataFrame, fit_data: pd.DataFrame, unit_days: float, clock=None, **score_kwargs
+) -> QuarterFit:
+    """Fit BG/NBD and Gamma-Gamma on `fit_data` (inputs or a sample of them), score every customer of `inputs`
+    (score's keyword arguments), and judge the outcome (fit_state). Never raises for a fit that goes wrong: the
+    state says so. Call it only on data assess_data accepts. `clock`: called with "fit" once the fits are done
+    (the step's timing)."""
+    bg = gg = None
+    try:
+        bg = fit_bgnbd(fit_data)
+        gg = fit_gamma_gamma(fit_data)
+    except Exception as exc:  # noqa: BLE001 - reported as a fit that did not converge, not as a traceback
+        return QuarterFit(*fit_state(bg, gg, error=f"{type(exc).__name__}: {str(exc)[:300]}"), bg, gg, None)
+    finally:
+        if clock is not None:
+            clock("fit")
+    state, note = fit_state(bg, gg)
+    if state != FITTED:
+        return QuarterFit(state, note, bg, gg, None)
+    try:
+        scores = score(bg, gg, inputs, unit_days, **score_kwargs)
+    except Exception as exc:  # noqa: BLE001 - the limit the estimates stand for cannot be evaluated
+        return QuarterFit(*fit_state(bg, gg, error=f"scoring: {type(exc).__name__}: {str(exc)[:300]}"), bg, gg, None)
+    state, note = fit_state(bg, gg, scores)
+    return QuarterFit(state, note, bg, gg, scores if state == FITTED else None)
 
 
 def library_versions() -> dict[str, str]:

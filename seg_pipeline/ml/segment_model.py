@@ -7,9 +7,10 @@ longer fits the quarter's customers). A refit starts from the kept clusters and 
 (`refit`), so only genuinely new clusters get new names.
 
 The object is what the pipeline saves per quarter as models/<quarter>/segment_model.joblib and what
-segment_assignments itself uses; outside the pipeline:
+segment_assignments itself uses; outside the pipeline, loaded as the pipeline loads it (the file's SHA-256
+checked against clustering_model first: unpickling runs code):
 
-    model = joblib.load("<home>/models/2011-07-01/segment_model.joblib")
+    model, _ = seg_pipeline.tables.load_model(home, seg_pipeline.tables.chosen_model_row(con, "2011-07-01"))
     model.predict(frame)        # frame: customer_features columns -> segment names, one per row
 
 Pure code: no Dagster, no DuckDB, no files.

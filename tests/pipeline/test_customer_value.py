@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -173,3 +174,66 @@ def test_data_that_cannot_support_a_fit_is_reported_plainly(tmp_path, kind, word
     con.close()
     assert len(df) == 60 and df["p_alive"].isna().all() and (df["model_state"] == "insufficient_data").all()
     assert len(params) == 7 and params["value"].isna().all() and words in params["note"].iloc[0]
+
+
+# ---------------------------------------------------------------------- a fit that does not converge
+
+
+def _thin_rows(n: int = 300, silent: int = 25, seed: int = 3) -> list[list[str]]:
+    """One quarter (2011-Q3) of sales where most customers bought once or twice, the second time in the
+    quarter's last weeks, plus `silent` big spenders who bought once on the quarter's first day (the win-back
+    list). On these the BG/NBD estimates run off and the predictions are not finite."""
+    rng = np.random.default_rng(seed)
+    start, end = datetime(2011, 7, 1), datetime(2011, 9, 30)
+    rows = []
+    for i in range(n):
+        first = start + timedelta(days=int(rng.integers(0, 85)), hours=10)
+        days = [first]
+        if rng.random() < 0.7:
+            days.append(first + timedelta(days=int(max(1, (end - first).days * (0.9 + 0.1 * rng.random())))))
+        for j, d in enumerate(days):
+            qty, price = str(int(rng.integers(1, 12))), f"{rng.uniform(1, 20):.2f}"
+            rows.append(
+                [f"5{i:04d}{j}", f"S{i % 37}", "item", qty, f"{d:%Y-%m-%d %H:%M:%S}", price, str(12000 + i), "UK"]
+            )
+    for i in range(n, n + silent):
+        rows.append([f"5{i:04d}0", "S1", "item", "200", "2011-07-01 09:00:00", "9.50", str(12000 + i), "UK"])
+    rows.append(["599999", "S1", "item", "1", "2011-09-30 12:00:00", "2.00", "12000", "UK"])  # the quarter's end
+    return rows
+
+
+@pytest.mark.slow  # one more run of the pipeline (one quarter, ~25 s)
+def test_a_fit_that_does_not_converge_is_published_and_blocks_nothing(tmp_path, dagster_instance):
+    """On thin data the BG/NBD fit runs off: customer_value is published with model_state not_converged and
+    the reason, NULL predictions, and the contract passes; segments, migration and insights are published; the
+    win-back list is ranked by past revenue and the report says why."""
+    from tests.conftest import run
+    from tests.pipeline.helpers import write_uci_csv
+
+    source = write_uci_csv(tmp_path / "thin.csv", _thin_rows())
+    home = tmp_path / "home"
+    assert run(home, source, instance=dagster_instance) == ["2011-07-01"]  # no exception: nothing blocked
+    q = "2011-07-01"
+    value = read_table(home, "SELECT * FROM customer_value WHERE quarter = ?", [q])
+    assert len(value) == 325 and set(value["model_state"]) == {"not_converged"}
+    assert value[PREDICTIONS + ["value_at_risk"]].isna().all().all()
+    params = read_table(home, "SELECT * FROM customer_value_parameters WHERE quarter = ?", [q])
+    assert len(params) == 7 and set(params["state"]) == {"not_converged"} and params["value"].isna().all()
+    note = params["note"].iloc[0]
+    assert set(params["note"]) == {note} and note.startswith("the fit did not converge: bgnbd: r=")
+    assert note.endswith(
+        "; the predictions are not finite for 325 of 325 customers (expected_purchases_13w, expected_purchases_52w, "
+        "clv, value_at_risk)"
+    )
+    counts = {
+        t: read_table(home, f"SELECT count(*) AS n FROM {t} WHERE quarter = ?", [q])["n"].iloc[0]
+        for t in ("segment_assignments", "segment_migration_history", "segment_profile")
+    }
+    assert counts["segment_assignments"] == counts["segment_migration_history"] == 325
+    assert counts["segment_profile"] > 0
+    wb = read_table(home, "SELECT * FROM winback_list WHERE quarter = ? ORDER BY rank", [q])
+    assert len(wb) == 25 and set(wb["ranked_by"]) == {"revenue_at_risk"} and wb["value_at_risk"].isna().all()
+    assert wb["revenue_at_risk"].tolist() == [1900.0] * 25 and wb["customer_id"].tolist() == sorted(wb["customer_id"])
+    md = (home / "reports" / q / "report.md").read_text(encoding="utf-8")
+    assert f"No customer-value fit for 2011-Q3: {note}. P(alive) and CLV are left empty" in md
+    assert "Ranked by past revenue (no customer-value fit this quarter)" in md

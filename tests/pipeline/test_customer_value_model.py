@@ -13,6 +13,8 @@ error cannot make them pass vacuously.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -160,3 +162,97 @@ def test_the_sample_is_reproducible_and_only_on_large_data():
     assert cv.sample_rows(100, 250, seed=0) is None
     a, b = cv.sample_rows(10_000, 500, seed=3), cv.sample_rows(10_000, 500, seed=3)
     assert len(a) == 500 and np.array_equal(a, b) and len(set(a)) == 500
+
+
+# ------------------------------------------------------------------------- a fit that does not converge
+
+
+def thin_history(n: int = 300, seed: int = 3) -> pd.DataFrame:
+    """Most customers bought once or twice (frequency 0 or 1 repeat day), within half a year, the second
+    purchase late: the shape on which the BG/NBD estimates run off instead of converging."""
+    rng = np.random.default_rng(seed)
+    freq = rng.choice([0, 1], n, p=[0.3, 0.7])
+    T = rng.uniform(1, 26, n)
+    recency = np.where(freq > 0, (0.9 + 0.1 * rng.uniform(0, 1, n)) * T, 0.0)
+    value = np.where(freq > 0, rng.uniform(5, 50, n), 0.0)
+    return pd.DataFrame({"frequency": freq, "recency": recency, "T": T, "monetary_value": value})
+
+
+def _fit(model: str, converged: bool = True, identified: bool = True, message: str = "ok") -> cv.Fit:
+    names = cv.BGNBD_PARAMS if model == cv.BGNBD else cv.GG_PARAMS
+    return cv.Fit(model, dict.fromkeys(names, 1.0), dict.fromkeys(names), -1.0, 10, converged, identified,
+                  message, 0.0, 0.0)  # fmt: skip
+
+
+def _scores(**change) -> pd.DataFrame:
+    base = {
+        "p_alive": [0.5, 0.9],
+        "expected_purchases_13w": [0.2, 1.0],
+        "expected_purchases_52w": [0.6, 3.0],
+        "expected_avg_order_value": [20.0, 30.0],
+        "clv": [10.0, 80.0],
+        "value_at_risk": [5.0, 8.0],
+    }
+    return pd.DataFrame({**base, **change})
+
+
+def test_thin_data_gives_a_fit_that_did_not_converge_as_a_state_with_the_reason():
+    """The pipeline's own function on thin data: nothing raises, the state is not_converged, no scores are
+    returned, and the note says which estimates ran off and what that did to the predictions."""
+    data = thin_history()
+    assert cv.assess_data(data, min_customers=30, min_repeat_buyers=20) is None  # enough data to try a fit
+    out = cv.fit_and_score(data, data, unit_days=7.0)
+    assert out.state == cv.NOT_CONVERGED and out.scores is None
+    assert out.bg.params["r"] > cv.MAX_PARAMETER and out.bg.params["alpha"] > cv.MAX_PARAMETER
+    assert re.fullmatch(
+        r"the fit did not converge: bgnbd: r=\S+, alpha=\S+ ran off towards infinity; gamma_gamma: q=\S+, v=\S+ "
+        r"ran off towards infinity; the predictions are not finite for 300 of 300 customers "
+        r"\(expected_purchases_13w, expected_purchases_52w, clv, value_at_risk\)",
+        out.note,
+    ), out.note
+
+
+def test_absurd_estimates_did_not_converge():
+    """Estimates around 1e33 (the file of the issue): the log-likelihood cannot see the data any more (here it
+    comes out as 0.0), so this is an optimiser that ran off, not a limit that still predicts."""
+    x, t_x, T = np.array([0, 1, 2, 0, 1.0]), np.array([0, 3, 5, 0, 2.0]), np.array([6, 7, 8, 9, 10.0])
+    theta = [1e33, 3e33, 0.8, 2.5]
+    fit = cv._assess(cv.BGNBD, cv.BGNBD_PARAMS, theta, lambda th: cv.bgnbd_loglik(th, x, t_x, T), 5, 0.0, None)
+    assert not fit.converged and not fit.identified
+    assert fit.message == "r=1e+33, alpha=3e+33: beyond 1e+15, the optimiser ran off instead of converging"
+    assert cv.fit_state(fit, _fit(cv.GAMMA_GAMMA)) == (
+        cv.NOT_CONVERGED,
+        "the fit did not converge: bgnbd: r=1e+33, alpha=3e+33: beyond 1e+15, the optimiser ran off instead of "
+        "converging",
+    )
+    tiny = cv._assess(cv.BGNBD, cv.BGNBD_PARAMS, [0.5, 2.0, 1e-9, 2.5], lambda th: cv.bgnbd_loglik(th, x, t_x, T),
+                      5, 0.0, None)  # fmt: skip
+    assert tiny.converged and not tiny.identified and tiny.message == "a=1e-09 ran off towards 0"
+
+
+@pytest.mark.parametrize(
+    "bg, gg, scores, error, expected",
+    [
+        (None, None, None, "RuntimeError: optimisation failed",
+         (cv.NOT_CONVERGED, "the fit did not converge: it failed (RuntimeError: optimisation failed)")),
+        (_fit(cv.BGNBD, converged=False, identified=False, message="the gradient at the estimate is not zero (max 0.2)"),
+         _fit(cv.GAMMA_GAMMA), None, "",
+         (cv.NOT_CONVERGED, "the fit did not converge: bgnbd: the gradient at the estimate is not zero (max 0.2)")),
+        (_fit(cv.BGNBD, identified=False, message="a=8e+10, b=1e+12 ran off towards infinity"),
+         _fit(cv.GAMMA_GAMMA), _scores(), "",
+         (cv.FITTED, "bgnbd: a=8e+10, b=1e+12 ran off towards infinity (predictions are the limit)")),
+        (_fit(cv.BGNBD), _fit(cv.GAMMA_GAMMA), _scores(clv=[np.nan, 1.0], value_at_risk=[np.inf, 1.0]), "",
+         (cv.NOT_CONVERGED, "the fit did not converge: the predictions are not finite for 1 of 2 customers "
+                            "(clv, value_at_risk)")),
+        (_fit(cv.BGNBD), _fit(cv.GAMMA_GAMMA),
+         _scores(p_alive=[1.5, 0.5], expected_purchases_52w=[0.1, 3.0], clv=[-1.0, 2.0]), "",
+         (cv.NOT_CONVERGED, "the fit did not converge: the predictions are negative for 1 customers; P(alive) "
+                            "outside [0, 1] for 1 customers; fewer purchases expected in 52 weeks than in 13 for 1 "
+                            "customers")),
+        (_fit(cv.BGNBD), _fit(cv.GAMMA_GAMMA), _scores(), "", (cv.FITTED, "ok")),
+    ],
+    ids=["optimiser_failed", "gradient_not_zero", "limit_that_predicts", "predictions_not_finite",
+         "predictions_inconsistent", "fitted"],
+)  # fmt: skip
+def test_fit_state_names_the_state_and_the_reason(bg, gg, scores, error, expected):
+    assert cv.fit_state(bg, gg, scores, error=error) == expected
