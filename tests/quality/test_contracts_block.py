@@ -106,6 +106,9 @@ def warehouse(full_run, tmp_path_factory):
             "features_table": "customer_features",
             "previous_customers": n("SELECT count(*) FROM segment_assignments WHERE quarter = ?", [previous]),
             "current_customers": n("SELECT count(*) FROM segment_assignments WHERE quarter = ?", [latest]),
+            "to_model_version": con.execute(
+                "SELECT coalesce(any_value(model_version), '') FROM segment_assignments WHERE quarter = ?", [latest]
+            ).fetchall()[0][0],
         },
     }
     yield con, params
