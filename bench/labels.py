@@ -34,6 +34,7 @@ import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+SMALL = "largest 'small' name"
 RATIO = ["monetary", "avg_order_value", "distinct_products", "frequency"]
 # the words of descriptive names and the ranges they stand for (lo < value <= hi)
 WORDS = {
@@ -139,7 +140,7 @@ def measure(home: Path, catalogue_path: Path) -> tuple[pd.DataFrame, pd.DataFram
                     "contradicted (tolerance)": float(c_tol.mean()),
                     "contradicted (exact)": float(c_exact.mean()),
                     "at-risk as active": int((at_risk & labels.isin(active)).sum()),
-                    "largest 'small' name": max((float(shares.get(n, 0.0)) for n in small), default=0.0),
+                    SMALL: max((float(shares.get(n, 0.0)) for n in small), default=0.0),
                     "decision": decision,
                     "model churn": churn,
                     "refit agreement": agree,
@@ -173,10 +174,11 @@ def main() -> None:
     ap.add_argument("--catalogue", default=str(ROOT / "seg_pipeline" / "segments.yaml"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "labels.md"))
     ap.add_argument("--title", default="")
+    ap.add_argument("--note", default="", help="a paragraph written under the title (e.g. where the other run is)")
     args = ap.parse_args()
     t, per_label, matrix, last = measure(Path(args.home), Path(args.catalogue))
     shown = t.copy()
-    for c in ("contradicted (tolerance)", "contradicted (exact)", "largest 'small' name", "model churn"):
+    for c in ("contradicted (tolerance)", "contradicted (exact)", SMALL, "model churn"):
         shown[c] = [f"{v:.1%}" if pd.notna(v) else "" for v in shown[c]]
     for c in ("refit agreement", "retained changed"):
         shown[c] = [f"{v:.1%}" if pd.notna(v) else "" for v in shown[c]]
@@ -185,15 +187,19 @@ def main() -> None:
     )
     refits = int((t.decision == "refit").sum())
     reused = t[t.decision == "reused"]["model churn"].dropna()
+    agree = t["refit agreement"].dropna()
     summary = (
         f"worst quarter contradicted (tolerance): {t['contradicted (tolerance)'].max():.1%}; refits: {refits} of "
         f"{len(t)} quarters; model churn in reused quarters: max {reused.max() if len(reused) else 0:.1%}; "
-        f"largest 'small' name: {t[chr(39) + 'small' + chr(39)].max() if False else t.iloc[:, 5].max():.1%}"
+        f"refit label agreement: min {agree.min() if len(agree) else float('nan'):.1%}; largest 'small' name: "
+        f"{t[SMALL].max():.1%}; at-risk customers labelled as active: {int(t['at-risk as active'].sum())}"
     )
     text = (
         f"# Labels true of their customers{(' - ' + args.title) if args.title else ''}\n\n"
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M UTC} with `.venv/bin/python bench/labels.py` on "
-        f"`{args.home}`.\n\n{summary}.\n\n"
+        f"`{args.home}`.\n\n"
+        + (f"{args.note}\n\n" if args.note else "")
+        + f"{summary}.\n\n"
         + shown.to_markdown(index=False)
         + f"\n\nLabels of the latest quarter ({last}), share contradicted with tolerance:\n\n"
         + pl.to_markdown(index=False)

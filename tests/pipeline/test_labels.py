@@ -18,6 +18,8 @@ from seg_pipeline.ml.naming import (
     CatalogueError,
     customer_figures,
     descriptive_names,
+    hold_shares,
+    keep_share,
     label_customers,
     load_catalogue,
 )
@@ -291,3 +293,15 @@ def test_the_shipped_catalogue_keeps_its_words_true():
         if "small" in s.description.lower():
             assert s.max_share is not None and s.max_share <= 0.25, s.name
     assert {s.name for s in cat if s.precedence == "lapsing"} == {"At-Risk", "Dormant"}
+
+
+def test_a_cluster_keeps_its_name_while_it_holds_for_three_eighths_of_its_customers():
+    """Hysteresis on the share too: a name is given to a cluster when it holds exactly for half its customers,
+    and kept (drift check, refit carry-over) while it holds within keep_tolerance for 0.5 x 0.75 of them."""
+    cat = load_catalogue()
+    assert keep_share(cat) == 0.375
+    # 8 customers of cluster 0: 3 within tolerance of High-Value Loyal (recency <= 112.5), 5 far from it
+    recency = [30, 100, 110, 200, 200, 200, 200, 200]
+    f = frame([{"recency_days": r, "frequency": 4, "monetary_ratio": 3.0} for r in recency], typical=9)
+    shares = hold_shares(customer_figures(f), np.array([0] * 8 + [1] * 9), cat, cat.keep_tolerance)
+    assert shares.loc[0, "High-Value Loyal"] == 3 / 8 and shares.loc[1, "High-Value Loyal"] == 0.0
