@@ -138,10 +138,20 @@ class SegmentModel:
         d = ((X[:, None, :] - self.kmeans.cluster_centers_[None, :, :]) ** 2).sum(axis=2)
         return np.argsort(d, axis=1, kind="stable").astype("int32")
 
-    def label(self, frame: pd.DataFrame) -> tuple[np.ndarray, Labels]:
+    def label(self, frame: pd.DataFrame, reference: pd.DataFrame | None = None) -> tuple[np.ndarray, Labels]:
         """(cluster, labels) of every row of `frame`, one quarter's customer_features: the cluster is the
         model's; the label is the customer's segment name by `label_customers` (true of their own figures)
-        with its basis. A pure function of the model, the catalogue and the frame."""
+        with its basis. A pure function of the model, the catalogue and the frame. The quarter matters (the
+        `*_ratio` figures are against its median customer, `max_share` counts its customers): to label some
+        customers only, pass the quarter's customer_features as `reference`; they are labelled as part of it
+        (their rows replacing theirs there, customer_id ascending, as the pipeline orders them)."""
+        if reference is not None:
+            ids = set(frame["customer_id"])
+            whole = pd.concat([reference[~reference["customer_id"].isin(ids)], frame], ignore_index=True)
+            whole = whole.sort_values("customer_id", kind="mergesort").reset_index(drop=True)
+            clusters, labels = self.label(whole)
+            pos = pd.Series(np.arange(len(whole)), index=whole["customer_id"]).loc[frame["customer_id"]].to_numpy()
+            return clusters[pos], Labels(labels.label[pos], labels.basis[pos], labels.not_computable)
         X = self.transform(frame)
         clusters = self.kmeans.predict(X).astype("int32")
         nearest = self.nearest_clusters(X)
@@ -154,9 +164,10 @@ class SegmentModel:
         )
         return clusters, labels
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Segment label of every row of `frame` (one quarter's customer_features)."""
-        return self.label(frame)[1].label
+    def predict(self, frame: pd.DataFrame, reference: pd.DataFrame | None = None) -> np.ndarray:
+        """Segment label of every row of `frame` (one quarter's customer_features; or some customers, with the
+        quarter's customer_features as `reference`, see `label`)."""
+        return self.label(frame, reference)[1].label
 
     def distances(self, X: np.ndarray) -> np.ndarray:
         """Distance of every row of the model input X to its nearest centroid."""

@@ -201,6 +201,9 @@ def test_assignments_are_the_saved_models_predictions(full_run):
         shuffled = f.sample(frac=1, random_state=1)
         assert model.predict(shuffled).tolist() == a.set_index("customer_id").loc[shuffled.customer_id].segment.tolist()
         assert (a.model_version == model.version).all(), q
+        # some customers only (a CRM between refreshes), with the quarter as the reference: the same labels
+        some = f.iloc[::7]
+        assert model.predict(some, reference=f).tolist() == a.segment.iloc[::7].tolist(), q
 
 
 def test_without_a_refit_the_previous_model_names_every_customer(full_run):
