@@ -69,10 +69,11 @@ class ModelConfig(dg.Config):
     """Drift: refit when more than this share of customers lie farther from every centroid than 99% of the
     fit's customers did (1% is expected when nothing changed)."""
     refit_when_names_fail: bool = True
-    """Drift: refit when a cluster's customers no longer meet the conditions of its segment name."""
+    """Drift: refit when a cluster's name no longer holds (within keep_tolerance) for 37.5% of its customers."""
     match_max_distance: float = 1.0
     """A refit's cluster carries a kept cluster's name when their centroids are at most this far apart (root
-    mean square, in standard deviations of the kept model's log features) and the name's conditions hold."""
+    mean square, in standard deviations of the kept model's log features) and the name still holds (within
+    keep_tolerance) for 37.5% of the new cluster's customers."""
     refit_k_margin: float = 0.02
     """A refit keeps the kept model's k while its silhouette is within this of the best k's."""
     min_history_quarters: int = 1

@@ -1,13 +1,17 @@
-"""Name clusters by what their customers are, in absolute business terms, never by the cluster index.
+"""Segment names that are true of each customer, in absolute business terms, never by the cluster index.
 
 The catalogue (seg_pipeline/segments.yaml) holds every name with its description, action, value rank, the
-business `conditions` a cluster must meet to carry the name, and a `profile` that breaks ties. Conditions are
-on plain figures of the cluster's customers (medians: days, orders, money; `*_ratio`: the cluster's median
-over the median customer of the quarter, e.g. `avg_order_value_ratio: {min: 5}` = orders five times the
-typical customer's). A name is given only when all its conditions hold. Among the names a cluster qualifies
-for, a one-to-one assignment (Hungarian, scipy.optimize.linear_sum_assignment) picks the best profile fit. A
-cluster that qualifies for no free name gets an honest descriptive name built from its figures (e.g.
-"Active repeat high-spend"), never the least-bad wrong one.
+business `conditions` a customer must meet to carry the name, a `profile` that breaks ties, and optionally
+`precedence: lapsing` and `max_share`. Conditions are on plain figures of the customer (days, orders, money;
+`*_ratio`: the customer's figure over the median customer of the quarter, e.g. `avg_order_value_ratio:
+{min: 5}` = orders five times the typical customer's).
+
+Two levels. `name_clusters` gives each k-means cluster a name at fit time: the catalogue name that holds for at
+least half of its customers with the best profile fit (one-to-one over the clusters, Hungarian,
+scipy.optimize.linear_sum_assignment), else a descriptive name. `label_customers` gives each customer their
+label: the cluster's name while it holds for them (within keep_tolerance), else the nearest holding name, else
+catalogue order, else descriptive words from their own figures; so every published label holds for its
+customer. Pure functions: no Dagster, no DuckDB, no files (but the catalogue file).
 """
 
 from __future__ import annotations

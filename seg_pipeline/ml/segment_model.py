@@ -338,7 +338,7 @@ class RefitResult:
     carried: dict[int, str]  # new cluster -> name carried over from the kept model
     renamed: dict[int, str]  # new cluster -> name given afresh (genuinely new clusters)
     ari: float | None  # adjusted Rand index of the kept and the new model on the quarter's customers
-    name_change_share: float  # share of the quarter's customers whose name the refit changed
+    name_change_share: float  # share of the quarter's customers whose label the refit changed
 
 
 def refit(
@@ -456,7 +456,7 @@ class Drift:
     silhouette_drop: float | None  # fit silhouette - this quarter's
     far_share: float  # share of customers beyond the fit's FAR_QUANTILE distance to the nearest centroid
     clusters_used: int
-    names_failing: list[str]  # segment names whose conditions no longer hold for their cluster's customers
+    names_failing: list[str]  # cluster names that no longer hold (within keep_tolerance) for keep_share of the cluster
     breaches: list[str]  # plain-language reasons to refit; empty = the kept model still fits
 
 
@@ -479,8 +479,9 @@ def measure_drift(
     - more than `max_far_share` of the customers lie farther from every centroid than 99% of the fit's
       customers did (new kinds of customers the model has no cluster for);
     - every customer falls into one cluster (the model no longer separates anyone);
-    - (with `check_names`) a cluster's customers no longer meet the business conditions of its name, even
-      with the bounds widened by the catalogue's keep_tolerance (hysteresis: a name is not lost by a hair)."""
+    - (with `check_names`) a cluster's name no longer holds, even with the bounds widened by the catalogue's
+      keep_tolerance, for `keep_share` (37.5%) of the cluster's customers (hysteresis: a name given when it
+      holds exactly for half of them is not lost by a hair)."""
     used = len(np.unique(labels))
     sil = sampled_silhouette(X, labels, silhouette_sample, seed)
     drop = None if sil is None else model.fit_silhouette - sil
