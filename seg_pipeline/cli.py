@@ -347,6 +347,11 @@ class _OneLineErrors(click.Group):
             click.echo(exc.message, err=True)
             ctx.exit(exc.exit_code)
         except Exception as exc:
+            from .ml.naming import CatalogueError
+
+            if isinstance(exc, CatalogueError):  # segments.yaml is invalid: checked when the definitions load
+                click.echo(f"seg-pipeline: invalid segment catalogue: {exc}", err=True)
+                ctx.exit(1)
             where = faults.state.where or f"in seg-pipeline {ctx.invoked_subcommand}"
             click.echo(faults.unexpected_error_line(exc, where, faults.state.home, faults.state.dagster_home), err=True)
             ctx.exit(1)

@@ -11,6 +11,10 @@ runtime.tune_gc()
 with runtime.importing():
     import dagster as dg
 
+    from .ml.naming import load_catalogue
+
+    # the segment catalogue is checked when the definitions load: a broken segments.yaml fails `dg check defs`
+    load_catalogue()
     from .assets import cleaning, customer_value, features, ingest, insights, migration, model, segments
     from .resources import env_resources
     from .schedules import ingest_job, quarterly_segmentation_job, quarterly_segmentation_schedule, segment_new_quarter

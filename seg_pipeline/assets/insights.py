@@ -77,7 +77,8 @@ def read_customers(con, quarter: str) -> pd.DataFrame:
     """Every assigned customer of the quarter with its features."""
     return con.execute(
         """
-        SELECT a.customer_id, a.cluster, a.segment, f.recency_days, f.frequency, f.monetary, f.avg_order_value,
+        SELECT a.customer_id, a.cluster, a.segment, a.label_basis, a.monetary_ratio, a.avg_order_value_ratio,
+               a.distinct_products_ratio, a.frequency_ratio, f.recency_days, f.frequency, f.monetary, f.avg_order_value,
                f.distinct_products, f.purchase_span_days, f.tenure_days, f.main_country, f.main_store,
                f.first_purchase, f.last_purchase, f.as_of_date,
                v.p_alive, v.expected_purchases_13w, v.clv, v.value_at_risk
@@ -138,6 +139,10 @@ def cluster_profiles_frame(
     if unit == "store":
         out["main_store"] = customers["main_store"]
     out["winback_rank"] = customers["customer_id"].map(wb_rank).astype("Int64")
+    # why the label: the rule and conditions, and the relative figures they read (the plain ones are above)
+    out["label_basis"] = customers["label_basis"]
+    for c in ("monetary_ratio", "avg_order_value_ratio", "distinct_products_ratio", "frequency_ratio"):
+        out[c] = pd.to_numeric(customers[c], errors="coerce").astype("float64").round(4)
     out["quarter"] = quarter
     out["as_of_date"] = pd.to_datetime(customers["as_of_date"])
     return out
@@ -262,8 +267,8 @@ def analyse(inp: InsightsInputs, config: "InsightsConfig", q, catalogue) -> Insi
         moves=analysis.count_moves(inp.history, ranks),
         counts=analysis.transition_counts(inp.history, order),
         big_moves=analysis.biggest_moves(inp.history, ranks),
-        first_quarter=bool(inp.history["from_model_version"].isna().all()),
-        k=int(chosen["k"].iloc[0]) if not chosen.empty else 0,
+        first_quarter=bool(inp.history["from_segment"].isin(analysis.ARRIVALS).all()),
+        k=int(chosen["k"].iloc[0]) if not chosen.empty and pd.notna(chosen["k"].iloc[0]) else 0,  # 0: no model yet
         reason=str(inp.trials["reason"].iloc[0] or ""),
         stability=analysis.stability(chosen.iloc[0].to_dict(), inp.history, q.label),
     )
@@ -329,7 +334,9 @@ def draw_plots(inp: InsightsInputs, r: Insights, config: "InsightsConfig", q, lo
                 if stability.decision == "reused"
                 else ""
             ),
-            plots.k_selection(trials[["k", "inertia", "silhouette", "in_business_range", "chosen", "reason"]]),
+            plots.k_selection(
+                trials.loc[trials["k"].notna(), ["k", "inertia", "silhouette", "in_business_range", "chosen", "reason"]]
+            ),
         ),
         Plot(
             "p_alive_by_segment",
@@ -566,7 +573,7 @@ def segment_insights(
             moves=moves,
             biggest_moves=big_moves,
             first_quarter=first_quarter,
-            trials=trials,
+            trials=trials[trials["k"].notna()],  # none while waiting for history
             k=k,
             k_reason=reason,
             stability=stability,

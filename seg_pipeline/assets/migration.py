@@ -107,6 +107,9 @@ def segment_migration_history(context: dg.AssetExecutionContext, warehouse: Ware
         model_row = chosen_model_row(con, q.key) or {}
         from_version = previous["model_version"].iloc[0] if not previous.empty else None
         to_version = current["model_version"].iloc[0]
+        # a quarter waiting for history has labels but no model (model_version NULL)
+        from_version = None if from_version is None or pd.isna(from_version) else str(from_version)
+        to_version = None if to_version is None or pd.isna(to_version) else str(to_version)
         history = migrate(previous, current, q.key, prev.key, q.start, from_version, to_version)
         stage = create_stage_from_df(con, TABLE, history)
         yield from gate(
@@ -122,6 +125,7 @@ def segment_migration_history(context: dg.AssetExecutionContext, warehouse: Ware
                 "quarter_start": q.start.isoformat(),
                 "features_table": "customer_features",
                 "quarter": q.key,
+                "to_model_version": to_version or "",
             },
         )
         publish_partition(con, TABLE, "quarter", q.key, stage)
@@ -139,7 +143,7 @@ def segment_migration_history(context: dg.AssetExecutionContext, warehouse: Ware
             "model_decision": str(model_row.get("decision", "")),
             "model_changed": refit,
             "from_model_version": from_version or "none",
-            "to_model_version": to_version,
+            "to_model_version": to_version or "none",
             "new_customers": int((history.from_segment == NEW).sum()),
             "returning_customers": int((history.from_segment == RETURNING).sum()),
             "lapsed_customers": int((history.to_segment == LAPSED).sum()),

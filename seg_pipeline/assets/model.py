@@ -11,7 +11,7 @@ import sklearn
 
 from ..ml import segment_model as sm
 from ..ml.scaling import build_matrix
-from ..partitions import parse_quarter, quarterly_partitions
+from ..partitions import add_months, parse_quarter, quarterly_partitions
 from ..resources import PipelineHome, Warehouse
 from ..storage import atomic_write_bytes, create_stage_from_df, publish_partition, table_exists
 from ..tables import (
@@ -70,12 +70,19 @@ class ModelConfig(dg.Config):
     """Drift: refit when more than this share of customers lie farther from every centroid than 99% of the
     fit's customers did (1% is expected when nothing changed)."""
     refit_when_names_fail: bool = True
-    """Drift: refit when a cluster's customers no longer meet the conditions of its segment name."""
+    """Drift: refit when a cluster's name no longer holds (within keep_tolerance) for 37.5% of its customers."""
     match_max_distance: float = 1.0
     """A refit's cluster carries a kept cluster's name when their centroids are at most this far apart (root
-    mean square, in standard deviations of the kept model's log features) and the name's conditions hold."""
+    mean square, in standard deviations of the kept model's log features) and the name still holds (within
+    keep_tolerance) for 37.5% of the new cluster's customers."""
     refit_k_margin: float = 0.02
     """A refit keeps the kept model's k while its silhouette is within this of the best k's."""
+    min_history_quarters: int = 1
+    """No model from a sliver of history: the first fit waits until the data covers this many whole quarters
+    up to the quarter's end (its first sale on or before the first day of the quarter min_history_quarters - 1
+    before). Until then the decision is waiting_for_history: no model file, and segment_assignments labels
+    every customer by the catalogue's rules alone (cluster NULL). 0: fit on the first quarter, whatever it
+    covers."""
     refit_if_model_unreadable: bool = False
     """When the previous quarter's model file is missing or corrupt: refit from scratch (true) or stop (false)."""
 
@@ -232,7 +239,55 @@ def _model_bytes(model: sm.SegmentModel, path, recorded: dict | None) -> tuple[b
 
 
 LIBRARIES = {"scikit-learn": sklearn.__version__, "numpy": np.__version__, "scipy": scipy.__version__}
-INITIAL, REUSED, REFIT = "initial_fit", "reused", "refit"
+INITIAL, REUSED, REFIT, WAITING = "initial_fit", "reused", "refit", sm.WAITING
+
+
+def _history_wait(con, q, config: "ModelConfig") -> str:
+    """Why the first fit must wait for more history ('' = it need not)."""
+    if config.min_history_quarters <= 0:
+        return ""
+    first = con.execute("SELECT min(invoice_date) FROM cleaned_sales").fetchall()[0][0]
+    need = add_months(q.start, -3 * (config.min_history_quarters - 1))
+    if first is None or first.date() <= need:
+        return ""
+    return (
+        f"waiting for history: the data starts on {first:%Y-%m-%d}, so it covers less than "
+        f"{config.min_history_quarters} whole quarter(s) up to the end of {q.label} (min_history_quarters = "
+        f"{config.min_history_quarters}); no model is fitted on a sliver of history. Customers are labelled by "
+        "the catalogue's rules alone (cluster NULL); the first quarter with enough history fits the model."
+    )
+
+
+def _waiting_table(q, n_customers: int, why: str, config: "ModelConfig") -> pd.DataFrame:
+    """The clustering_model row of a quarter that waits for history: chosen, no k, no model file."""
+    return pd.DataFrame(
+        {
+            "k": pd.array([None], dtype="Int64"),
+            "inertia": pd.array([None], dtype="Float64"),
+            "silhouette": pd.array([None], dtype="Float64"),
+            "in_business_range": pd.array([None], dtype="boolean"),
+            "quarter": q.key,
+            "chosen": True,
+            "min_cluster_share": pd.array([None], dtype="Float64"),
+            "n_customers": n_customers,
+            "artifact_path": pd.array([None], dtype="string"),
+            "artifact_sha256": pd.array([None], dtype="string"),
+            "reason": "no model yet",
+            "model_version": pd.array([None], dtype="string"),
+            "fitted_quarter": pd.array([None], dtype="string"),
+            "parent_version": pd.array([None], dtype="string"),
+            "decision": WAITING,
+            "decision_reason": why,
+            "current_silhouette": pd.array([None], dtype="Float64"),
+            "far_share": pd.array([None], dtype="Float64"),
+            "silhouette_drop": pd.array([None], dtype="Float64"),
+            "max_silhouette_drop": config.max_silhouette_drop,
+            "max_far_share": config.max_far_share,
+            "refit_every_quarters": config.refit_every_quarters,
+            "refit_ari": pd.array([None], dtype="Float64"),
+            "refit_name_change_share": pd.array([None], dtype="Float64"),
+        }
+    )
 
 
 def _kept_model(con, pipeline: PipelineHome, q, config: "ModelConfig"):
@@ -249,6 +304,8 @@ def _kept_model(con, pipeline: PipelineHome, q, config: "ModelConfig"):
                 )
             )
         return None, f"no earlier quarter: the data starts in {q.label}"
+    if row["decision"] == WAITING:
+        return None, f"the first quarter with enough history (min_history_quarters = {config.min_history_quarters})"
     try:
         model, _ = load_model(pipeline.path, row)
     except ModelFileError as exc:
@@ -261,6 +318,32 @@ def _kept_model(con, pipeline: PipelineHome, q, config: "ModelConfig"):
             ) from None
         return None, f"{exc}; refitted from scratch (refit_if_model_unreadable)"
     return model, ""
+
+
+def _wait_for_history(context, con, q, features, why: str, config: "ModelConfig"):
+    """Publish the waiting row of a quarter without enough history for a first fit."""
+    stage = create_stage_from_df(con, MODEL, _waiting_table(q, len(features), why, config))
+    yield from gate(
+        context,
+        con,
+        MODEL,
+        stage,
+        {
+            "business_k_min": config.business_k_min,
+            "business_k_max": config.business_k_max,
+            "silhouette_floor": config.silhouette_floor,
+            "min_cluster_share": config.min_cluster_share,
+        },
+    )
+    publish_partition(con, MODEL, "quarter", q.key, stage)
+    yield dg.MaterializeResult(
+        metadata={
+            **table_metadata(con, MODEL, "WHERE quarter = ?", [q.key]),
+            "decision": WAITING,
+            "decision_reason": why,
+            "model_version": "none",
+        }
+    )
 
 
 @dg.asset(
@@ -277,14 +360,16 @@ def _kept_model(con, pipeline: PipelineHome, q, config: "ModelConfig"):
     metadata={"dagster/table_name": f"warehouse.main.{MODEL}"},
     description=(
         "The segment model in force for the quarter: log transform + scaler + k-means + segment names, kept "
-        "from quarter to quarter. The first quarter fits it (k by silhouette within the business range 4..6, the "
+        "from quarter to quarter. The first quarter with a whole quarter of history fits it (earlier quarters: one "
+        "row, decision waiting_for_history, no model; k by silhouette within the business range 4..6, the "
         "inertia elbow recorded); later quarters reuse the previous quarter's model, so a customer changes "
         "segment only when their own features move. It is refitted only when forced (run config refit), when "
         "the cadence comes due (default yearly) or when it drifts (its silhouette falls, many customers lie far "
         "from every centroid, or a cluster no longer meets its name's conditions); a refit starts from the kept "
         "clusters and carries their names over. Saved as models/<quarter>/segment_model.joblib (loadable with "
-        "joblib; .predict(customer_features frame) gives segment names), its SHA-256 in artifact_sha256: a model "
-        "or scaler file is loaded only when its bytes match the SHA-256 recorded when it was written. The table has one row per k tried at "
+        "joblib; .predict(one quarter's customer_features) gives the labels), its SHA-256 in artifact_sha256: a "
+        "model or scaler file is loaded only when its bytes match the SHA-256 recorded when it was written. The "
+        "table has one row per k tried at "
         "the fit, the decision and the drift figures on the chosen row. Reads the previous quarter's model "
         "(its own previous partition: not drawn as an edge, Dagster cannot map a dynamic partition to the one "
         "before it) and refuses to run before that quarter is segmented."
@@ -303,6 +388,10 @@ def clustering_model(
                 "different customers: materialise scaled_matrix again"
             )
         kept, why_none = _kept_model(con, pipeline, q, config)
+        wait = _history_wait(con, q, config) if kept is None else ""
+        if wait:
+            yield from _wait_for_history(context, con, q, features, wait, config)
+            return
         kwargs = _fit_kwargs(config)
         drift, old_labels, score_error, refit_result = None, None, "", None
         if kept is not None:

@@ -1,12 +1,21 @@
-"""segment_assignments: every customer of the quarter with the cluster and segment name of the model in force."""
+"""segment_assignments: every customer of the quarter with the model's cluster and a label true of their own figures."""
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from ..insights.analysis import headline_of
-from ..ml.naming import segment_info
-from ..ml.segment_model import SegmentModel
+from ..ml.naming import (
+    FIGURES,
+    Catalogue,
+    Labels,
+    customer_figures,
+    descriptive_names,
+    label_customers,
+    load_catalogue,
+    segment_info,
+)
+from ..ml.segment_model import WAITING, SegmentModel
 from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import PipelineHome, Warehouse
 from ..storage import create_stage_from_df, publish_partition
@@ -17,26 +26,49 @@ TABLE = "segment_assignments"
 SUMMARY = "segment_summary"
 
 
-def assign_segments(features: pd.DataFrame, model: SegmentModel) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score every customer with the segment model (the same call as model.predict) and summarise per segment.
+ASSIGNMENT_FIGURES = FIGURES  # every figure a catalogue condition can read, on every row
 
-    Returns (assignments, summary)."""
-    labels = model.predict_cluster(features)
+
+def assign_segments(
+    features: pd.DataFrame, model: SegmentModel | None, catalogue: Catalogue | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, Labels]:
+    """Label every customer (the same call as model.label; without a model, a quarter waiting for history,
+    by the catalogue's rules alone) and summarise per label.
+
+    Each row carries the cluster (the model's; NULL without a model), the label (`segment`), `label_basis`
+    (which rule gave it and the conditions that hold) and every figure a condition reads, so a label can be
+    checked row by row from the table alone. Returns (assignments, summary, labels)."""
+    catalogue = catalogue or load_catalogue()
+    features = features.reset_index(drop=True)
+    figs = customer_figures(features)
+    if model is not None:
+        clusters, labels = model.label(features)
+        cluster_col = pd.array(clusters, dtype="Int32")
+    else:
+        labels = label_customers(figs, catalogue)
+        cluster_col = pd.array([None] * len(features), dtype="Int32")
     quarter = features["quarter"].iloc[0]
     assignments = pd.DataFrame(
         {
             "quarter": quarter,
             "customer_id": features["customer_id"].to_numpy(),
-            "cluster": labels,
-            "segment": [model.names[int(c)] for c in labels],
-            "model_version": model.version,
+            "cluster": cluster_col,
+            "segment": labels.label,
+            "label_basis": labels.basis,
+            "model_version": pd.array([model.version if model is not None else None] * len(features), dtype="string"),
         }
     )
-    merged = assignments.join(features[["recency_days", "frequency", "monetary", "avg_order_value"]])
+    for f in ASSIGNMENT_FIGURES:
+        assignments[f] = figs[f].to_numpy(dtype="float64")
+    merged = assignments[["customer_id", "segment"]].join(
+        features[["recency_days", "frequency", "monetary", "avg_order_value"]]
+    )
     total_rev = merged["monetary"].sum()
-    info = {n: segment_info(n, model.descriptions) for n in model.segment_names}
+    descriptions = model.descriptions if model is not None else {}
+    info = {n: segment_info(n, descriptions) for n in merged["segment"].unique()}
+    named = {n: c for c, n in model.names.items()} if model is not None else {}
     summary = (
-        merged.groupby(["segment", "cluster"], as_index=False)
+        merged.groupby(["segment"], as_index=False)
         .agg(
             customers=("customer_id", "size"),
             revenue=("monetary", "sum"),
@@ -46,6 +78,8 @@ def assign_segments(features: pd.DataFrame, model: SegmentModel) -> tuple[pd.Dat
             mean_avg_order_value=("avg_order_value", "mean"),
         )
         .assign(
+            # the model cluster whose name the label is (NULL: a name no cluster carries, or no model)
+            cluster=lambda d: pd.array([named.get(s) for s in d.segment], dtype="Int32"),
             share_customers=lambda d: d.customers / d.customers.sum(),
             share_revenue=lambda d: d.revenue / total_rev if total_rev else np.nan,
             action=lambda d: d.segment.map(lambda s: info[s].action),
@@ -56,7 +90,7 @@ def assign_segments(features: pd.DataFrame, model: SegmentModel) -> tuple[pd.Dat
         .reset_index(drop=True)
     )
     summary.insert(0, "quarter", quarter)
-    summary["model_version"] = model.version
+    summary["model_version"] = pd.array([model.version if model is not None else None] * len(summary), dtype="string")
     cols = [
         "quarter",
         "segment",
@@ -74,7 +108,7 @@ def assign_segments(features: pd.DataFrame, model: SegmentModel) -> tuple[pd.Dat
         "description",
         "model_version",
     ]
-    return assignments, summary[cols]
+    return assignments, summary[cols], labels
 
 
 def retained_changes(previous: pd.DataFrame, current: pd.DataFrame) -> tuple[int, int]:
@@ -101,11 +135,15 @@ def retained_changes(previous: pd.DataFrame, current: pd.DataFrame) -> tuple[int
             ],
             metadata={"dagster/table_name": f"warehouse.main.{TABLE}"},
             description=(
-                "Every customer of the quarter with its cluster, segment name and the model_version that named it, "
-                "scored by the quarter's segment model (models/<quarter>/segment_model.joblib, the same .predict a "
-                "CRM team can call). Names are given by business conditions (seg_pipeline/segments.yaml) when the "
-                "model is fitted and kept with it, so a customer changes segment only when their own features move. "
-                "Reads its own previous quarter for the share of retained customers who changed segment."
+                "Every customer of the quarter with the cluster of the quarter's segment model "
+                "(models/<quarter>/segment_model.joblib), a label true of the customer's own figures (segment), "
+                "label_basis (which rule gave it: the cluster's name within keep_tolerance, the nearest holding "
+                "name, catalogue order or a descriptive name, and the conditions that hold), every figure a "
+                "condition reads (plain and *_ratio against the quarter's median customer) and the model_version. "
+                "model.label / .predict on the quarter's customer_features reproduce it row for row. While the "
+                "quarter waits for history (no model yet) labels come from the catalogue's rules alone and cluster "
+                "and model_version are NULL. Reads its own previous quarter for the share of retained customers "
+                "who changed label."
             ),
         ),
         table_spec(
@@ -125,14 +163,17 @@ def segment_assignments(context: dg.AssetExecutionContext, pipeline: PipelineHom
         row = chosen_model_row(con, q.key)
         if not row:
             raise dg.Failure(description=f"clustering_model has no partition {q.key}: materialise it first")
-        try:
-            model, model_path = load_model(pipeline.path, row)
-        except ModelFileError as exc:
-            raise dg.Failure(
-                description=f"segment_assignments {q.key}: {exc}; materialise clustering_model {q.key} again"
-            ) from None
+        model, model_path = None, None
+        if row["decision"] != WAITING:
+            try:
+                model, model_path = load_model(pipeline.path, row)
+            except ModelFileError as exc:
+                raise dg.Failure(
+                    description=f"segment_assignments {q.key}: {exc}; materialise clustering_model {q.key} again"
+                ) from None
         features = read_features(con, q.key)
-        assignments, summary = assign_segments(features, model)
+        catalogue = load_catalogue()
+        assignments, summary, labels = assign_segments(features, model, catalogue)
         previous = quarter_assignments(con, q.previous().key)
         stage = create_stage_from_df(con, TABLE, assignments)
         create_stage_from_df(con, SUMMARY, summary)
@@ -143,8 +184,8 @@ def segment_assignments(context: dg.AssetExecutionContext, pipeline: PipelineHom
             stage,
             {
                 "customer_features_rows": len(features),
-                "segment_names": model.segment_names,
-                "model_version": model.version,
+                "segment_names": sorted({s.name for s in catalogue} | set(descriptive_names())),
+                "model_version": model.version if model is not None else "",
                 "summary_table": f"__stage_{SUMMARY}",
             },
         )
@@ -153,6 +194,9 @@ def segment_assignments(context: dg.AssetExecutionContext, pipeline: PipelineHom
         summary_meta = table_metadata(con, SUMMARY, "WHERE quarter = ?", [q.key])
 
     retained, changed = retained_changes(previous, assignments)
+    basis_counts = (
+        assignments["label_basis"].str.split(":").str[0].value_counts().rename_axis("label basis").reset_index()
+    )
     shown = summary.drop(columns=["quarter", "description", "model_version"])
     headline = headline_of(summary)
     yield dg.MaterializeResult(
@@ -165,11 +209,19 @@ def segment_assignments(context: dg.AssetExecutionContext, pipeline: PipelineHom
             **table_meta,
             "segments": dg.MetadataValue.md(md_table(shown, max_rows=20)),
             "headline": headline,
-            "k": model.k,
-            "model_version": model.version,
+            "k": model.k if model is not None else 0,
+            "model_version": model.version if model is not None else "none",
             "model_decision": str(row["decision"]),
-            "model_fitted_quarter": model.fitted_quarter,
-            "model_file": dg.MetadataValue.path(str(model_path)),
+            "model_fitted_quarter": model.fitted_quarter if model is not None else "none",
+            "model_file": dg.MetadataValue.path(str(model_path)) if model_path else "none (waiting for history)",
+            "label_basis": dg.MetadataValue.md(md_table(basis_counts)),
+            "names_not_computable": (
+                "; ".join(
+                    f"{n}: never given, {', '.join(figs)} not computable from this source"
+                    for n, figs in labels.not_computable.items()
+                )
+                or "none"
+            ),
             "retained_customers": retained,
             "retained_changed_segment": changed,
             "retained_changed_share": round(changed / retained, 4) if retained else 0.0,

@@ -171,8 +171,28 @@ def segment_profile(
     out.insert(2, "rank", [info[s].rank for s in out["segment"]])
     out["description"] = [info[s].description for s in out["segment"]]
     out["action"] = [info[s].action for s in out["segment"]]
-    out = out.astype({"cluster": "int32", "rank": "int32", "customers": "int64"})
+    # catalogue names only (a descriptive name holds for all its customers by construction)
+    out["conditions_met"] = [
+        conditions_met(customers[customers["segment"] == s], info[s]) if s in by_name else "" for s in out["segment"]
+    ]
+    out = out.astype({"cluster": "Int32", "rank": "int32", "customers": "int64"})  # cluster: NULL without a model
     return out.sort_values(["revenue", "segment"], ascending=[False, True], kind="mergesort").reset_index(drop=True)
+
+
+def conditions_met(customers: pd.DataFrame, seg) -> str:
+    """Per condition of the segment's name, the share of its customers who meet it exactly, in words
+    ("frequency >= 2: 100%, recency_days <= 90: 84%"); a customer kept under keep_tolerance counts as not
+    meeting it. '' when the name has no conditions or the figures are not in `customers`."""
+    parts = []
+    for fig, bounds in seg.conditions.items():
+        if fig not in customers:
+            return ""
+        v = pd.to_numeric(customers[fig], errors="coerce").astype("float64")
+        for op, bound in (("min", ">="), ("max", "<=")):
+            if bounds.get(op) is not None:
+                met = v >= bounds[op] if op == "min" else v <= bounds[op]
+                parts.append(f"{fig} {bound} {bounds[op]:g}: {met.mean():.0%}")
+    return ", ".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------- stores
@@ -410,20 +430,25 @@ class Stability:
         return out
 
 
+def _text(x) -> str:
+    return "" if x is None or pd.isna(x) else str(x)
+
+
 def _num(x):
     return None if x is None or pd.isna(x) else float(x)
 
 
 def stability(chosen: dict, history: pd.DataFrame, quarter_label: str) -> Stability:
     """Stability figures of a quarter from its chosen clustering_model row and its migration rows."""
-    fitted = str(chosen.get("fitted_quarter") or "")
+    fitted = chosen.get("fitted_quarter")
+    fitted = "" if fitted is None or pd.isna(fitted) else str(fitted)  # none while waiting for history
     fitted_label = f"{fitted[:4]}-Q{(int(fitted[5:7]) - 1) // 3 + 1}" if fitted else quarter_label
     retained = history[~history["from_segment"].isin(ARRIVALS) & (history["to_segment"] != LAPSED)]
     fit_sil = chosen.get("silhouette")
     return Stability(
-        decision=str(chosen.get("decision") or ""),
-        reason=str(chosen.get("decision_reason") or ""),
-        model_version=str(chosen.get("model_version") or ""),
+        decision=_text(chosen.get("decision")),
+        reason=_text(chosen.get("decision_reason")),
+        model_version=_text(chosen.get("model_version")),
         fitted_label=fitted_label,
         retained=len(retained),
         retained_changed=int((retained["from_segment"] != retained["to_segment"]).sum()),

@@ -233,6 +233,8 @@ def stability_sentence(d: ReportData) -> str:
 
 
 def k_sentence(d: ReportData) -> str:
+    if not d.k:  # waiting for history: no model yet
+        return "No segment model yet: each customer is labelled by the catalogue's rules alone."
     why = d.k_reason.rstrip(".")
     return f"The customers were split into {d.k} clusters" + (f" ({why})." if why else ".")
 

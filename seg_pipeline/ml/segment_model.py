@@ -11,7 +11,13 @@ segment_assignments itself uses; outside the pipeline, loaded as the pipeline lo
 checked against clustering_model first: unpickling runs code):
 
     model, _ = seg_pipeline.tables.load_model(home, seg_pipeline.tables.chosen_model_row(con, "2011-07-01"))
-    model.predict(frame)        # frame: customer_features columns -> segment names, one per row
+    model.predict(frame)        # frame: one quarter's customer_features -> segment labels, one per row
+    model.label(frame)          # the clusters, labels and label_basis (which rule gave each label)
+
+A label is a statement about the customer: the clusters give each customer a first choice of name, and the
+name is kept only while its conditions hold for the customer's own figures (seg_pipeline/ml/naming.py,
+`label_customers`). `<feature>_ratio` figures are taken against the median customer of the frame, so
+`frame` is one whole quarter of customers.
 
 Pure code: no Dagster, no DuckDB, no files.
 """
@@ -29,9 +35,20 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from .clustering import KTrial, choose_k
-from .naming import Segment, cluster_figures, load_catalogue, name_clusters
+from .naming import (
+    Labels,
+    Segment,
+    cluster_figures,
+    customer_figures,
+    hold_shares,
+    keep_share,
+    label_customers,
+    load_catalogue,
+    name_clusters,
+)
 from .scaling import ScaledMatrix, log_transform
 
+WAITING = "waiting_for_history"  # the decision of a quarter before the data covers enough history for a first fit
 FAR_QUANTILE = 0.99  # a customer is "far" beyond the 99th percentile of the fit's distances to a centroid
 
 
@@ -79,16 +96,16 @@ class SegmentModel:
         return load_catalogue().by_name().get(name) or self.descriptive.get(name)
 
     def names_failing(self, features: pd.DataFrame, labels: np.ndarray) -> list[str]:
-        """Names whose conditions (widened by the catalogue's keep_tolerance) the customers of their cluster no
-        longer meet, each with the broken conditions in words."""
-        tol = load_catalogue().keep_tolerance
-        figures = cluster_figures(features, labels)
+        """Cluster names that no longer hold (bounds widened by the catalogue's keep_tolerance) for at least
+        `keep_share` of the customers the model puts in the cluster, each with the share they hold for."""
+        catalogue = load_catalogue()
+        shares = hold_shares(customer_figures(features), labels, catalogue, catalogue.keep_tolerance)
+        floor = keep_share(catalogue)
         out = []
-        for c in figures.index:
-            seg = self.segment(self.names[int(c)])
-            broken = seg.broken_conditions(figures.loc[c], tol) if seg is not None else []
-            if broken:
-                out.append(f"{seg.name} ({'; '.join(broken)})")
+        for c in shares.index:
+            name = self.names[int(c)]
+            if name in shares.columns and shares.loc[c, name] < floor:
+                out.append(f"{name} (holds for {shares.loc[c, name]:.0%} of its cluster, < {floor:.1%})")
         return out
 
     def _check(self, frame: pd.DataFrame) -> None:
@@ -117,10 +134,41 @@ class SegmentModel:
     def predict_cluster(self, frame: pd.DataFrame) -> np.ndarray:
         return self.kmeans.predict(self.transform(frame)).astype("int32")
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Segment name of every row of `frame` (customer_features columns)."""
-        labels = self.predict_cluster(frame)
-        return np.array([self.names[int(c)] for c in labels], dtype=object)
+    def nearest_clusters(self, X: np.ndarray) -> np.ndarray:
+        """Per row of the model input X: the cluster indices, nearest first (ties: lower index)."""
+        d = ((X[:, None, :] - self.kmeans.cluster_centers_[None, :, :]) ** 2).sum(axis=2)
+        return np.argsort(d, axis=1, kind="stable").astype("int32")
+
+    def label(self, frame: pd.DataFrame, reference: pd.DataFrame | None = None) -> tuple[np.ndarray, Labels]:
+        """(cluster, labels) of every row of `frame`, one quarter's customer_features: the cluster is the
+        model's; the label is the customer's segment name by `label_customers` (true of their own figures)
+        with its basis. A pure function of the model, the catalogue and the frame. The quarter matters (the
+        `*_ratio` figures are against its median customer, `max_share` counts its customers): to label some
+        customers only, pass the quarter's customer_features as `reference`; they are labelled as part of it
+        (their rows replacing theirs there, customer_id ascending, as the pipeline orders them)."""
+        if reference is not None:
+            ids = set(frame["customer_id"])
+            whole = pd.concat([reference[~reference["customer_id"].isin(ids)], frame], ignore_index=True)
+            whole = whole.sort_values("customer_id", kind="mergesort").reset_index(drop=True)
+            clusters, labels = self.label(whole)
+            pos = pd.Series(np.arange(len(whole)), index=whole["customer_id"]).loc[frame["customer_id"]].to_numpy()
+            return clusters[pos], Labels(labels.label[pos], labels.basis[pos], labels.not_computable)
+        X = self.transform(frame)
+        clusters = self.kmeans.predict(X).astype("int32")
+        nearest = self.nearest_clusters(X)
+        labels = label_customers(
+            customer_figures(frame.reset_index(drop=True)),
+            load_catalogue(),
+            clusters=clusters,
+            cluster_names=self.names,
+            nearest=nearest,
+        )
+        return clusters, labels
+
+    def predict(self, frame: pd.DataFrame, reference: pd.DataFrame | None = None) -> np.ndarray:
+        """Segment label of every row of `frame` (one quarter's customer_features; or some customers, with the
+        quarter's customer_features as `reference`, see `label`)."""
+        return self.label(frame, reference)[1].label
 
     def distances(self, X: np.ndarray) -> np.ndarray:
         """Distance of every row of the model input X to its nearest centroid."""
@@ -234,7 +282,10 @@ def fit_new(
         silhouette_sample=silhouette_sample,
         selection_sample=selection_sample,
     )
-    names, descriptive = name_clusters(cluster_figures(features, result.labels))
+    figs = customer_figures(features.reset_index(drop=True))
+    names, descriptive = name_clusters(
+        cluster_figures(features, result.labels), shares=hold_shares(figs, result.labels, load_catalogue())
+    )
     return _finish(
         features,
         m,
@@ -288,7 +339,7 @@ class RefitResult:
     carried: dict[int, str]  # new cluster -> name carried over from the kept model
     renamed: dict[int, str]  # new cluster -> name given afresh (genuinely new clusters)
     ari: float | None  # adjusted Rand index of the kept and the new model on the quarter's customers
-    name_change_share: float  # share of the quarter's customers whose name the refit changed
+    name_change_share: float  # share of the quarter's customers whose label the refit changed
 
 
 def refit(
@@ -347,13 +398,20 @@ def refit(
     idx = [m.features.index(f) for f in m.kept]
     center = np.asarray(getattr(m.scaler, "mean_", getattr(m.scaler, "center_", None)))[idx]
     new_log = pd.DataFrame(km.cluster_centers_ * np.asarray(m.scaler.scale_)[idx] + center, columns=m.kept)
-    tol = load_catalogue().keep_tolerance
+    catalogue = load_catalogue()
+    figs = customer_figures(features.reset_index(drop=True))
+    kept_shares = hold_shares(figs, labels, catalogue, catalogue.keep_tolerance)
     carried: dict[int, str] = {}
     for new_c, old_c, dist in match_clusters(old, new_log):
-        seg = old.segment(old.names[old_c])
-        if dist <= match_max_distance and seg is not None and not seg.broken_conditions(figures.loc[new_c], tol):
-            carried[new_c] = seg.name
-    names, descriptive = name_clusters(figures, fixed=carried)
+        name = old.names[old_c]
+        if name in kept_shares.columns:
+            holds = new_c in kept_shares.index and kept_shares.loc[new_c, name] >= keep_share(catalogue)
+        else:  # a descriptive cluster name: its words' ranges must hold for the cluster's medians
+            seg = old.segment(name)
+            holds = seg is not None and not seg.broken_conditions(figures.loc[new_c], catalogue.keep_tolerance)
+        if dist <= match_max_distance and holds:
+            carried[new_c] = name
+    names, descriptive = name_clusters(figures, fixed=carried, shares=hold_shares(figs, labels, catalogue))
     descriptive = {**{n: d for n, d in old.descriptive.items() if n in carried.values()}, **descriptive}
     model = _finish(
         features,
@@ -373,8 +431,9 @@ def refit(
     ari = name_change = None
     if old_labels is not None:
         ari = float(adjusted_rand_score(old_labels, labels))
-        old_names = np.array([old.names[int(c)] for c in old_labels], dtype=object)
-        new_names = np.array([names[int(c)] for c in labels], dtype=object)
+        # labels, not cluster names: the share of customers whose published label the refit changes
+        old_names = old.predict(features)
+        new_names = model.predict(features)
         name_change = float((old_names != new_names).mean()) if len(labels) else 0.0
     renamed = {c: n for c, n in names.items() if c not in carried}
     return RefitResult(
@@ -398,7 +457,7 @@ class Drift:
     silhouette_drop: float | None  # fit silhouette - this quarter's
     far_share: float  # share of customers beyond the fit's FAR_QUANTILE distance to the nearest centroid
     clusters_used: int
-    names_failing: list[str]  # segment names whose conditions no longer hold for their cluster's customers
+    names_failing: list[str]  # cluster names that no longer hold (within keep_tolerance) for keep_share of the cluster
     breaches: list[str]  # plain-language reasons to refit; empty = the kept model still fits
 
 
@@ -421,8 +480,9 @@ def measure_drift(
     - more than `max_far_share` of the customers lie farther from every centroid than 99% of the fit's
       customers did (new kinds of customers the model has no cluster for);
     - every customer falls into one cluster (the model no longer separates anyone);
-    - (with `check_names`) a cluster's customers no longer meet the business conditions of its name, even
-      with the bounds widened by the catalogue's keep_tolerance (hysteresis: a name is not lost by a hair)."""
+    - (with `check_names`) a cluster's name no longer holds, even with the bounds widened by the catalogue's
+      keep_tolerance, for `keep_share` (37.5%) of the cluster's customers (hysteresis: a name given when it
+      holds exactly for half of them is not lost by a hair)."""
     used = len(np.unique(labels))
     sil = sampled_silhouette(X, labels, silhouette_sample, seed)
     drop = None if sil is None else model.fit_silhouette - sil

@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from seg_pipeline.assets.insights import InsightsConfig
-from seg_pipeline.ml.naming import segment_names
+from seg_pipeline.ml.naming import descriptive_names, segment_names
 from seg_pipeline.quality.gate import run_contract
 
 TABLES = ["segment_profile", "store_concentration", "winback_list"]
@@ -32,7 +32,7 @@ def staged(full_run, tmp_path_factory):
         "SELECT quantile_cont(monetary, ?) FROM customer_features WHERE quarter = ?", [cfg.winback_revenue_quantile, q]
     ).fetchall()[0][0]
     params = {
-        "segment_names": segment_names(),
+        "segment_names": segment_names() + descriptive_names(),  # a label: a catalogue or a descriptive name
         "assigned_customers": con.execute("SELECT count(*) FROM segment_assignments WHERE quarter = ?", [q]).fetchall()[
             0
         ][0],

@@ -106,6 +106,9 @@ def warehouse(full_run, tmp_path_factory):
             "features_table": "customer_features",
             "previous_customers": n("SELECT count(*) FROM segment_assignments WHERE quarter = ?", [previous]),
             "current_customers": n("SELECT count(*) FROM segment_assignments WHERE quarter = ?", [latest]),
+            "to_model_version": con.execute(
+                "SELECT coalesce(any_value(model_version), '') FROM segment_assignments WHERE quarter = ?", [latest]
+            ).fetchall()[0][0],
         },
     }
     yield con, params
@@ -165,7 +168,7 @@ CORRUPTIONS = {
         # three customers of one cluster get a name outside the catalogue (still one cluster per name)
         "UPDATE {bad} SET segment = 'Bogus Segment' WHERE customer_id IN "
         "(SELECT customer_id FROM {bad} WHERE cluster = (SELECT min(cluster) FROM {bad}) ORDER BY customer_id LIMIT 3)",
-        "segment names are the model's names (catalogue names or its descriptive names)",
+        "labels are catalogue names or descriptive names",
         "segment",
         3,
     ),
@@ -387,7 +390,7 @@ def test_tightened_segment_assignments_contract_blocks_a_real_run(
 ):
     def edit(c):
         for e in c["expectations"]:
-            if e["rule"] == "segment names are the model's names (catalogue names or its descriptive names)":
+            if e["rule"] == "labels are catalogue names or descriptive names":
                 e["kwargs"] = {"column": "segment", "value_set": ["Nobody"]}
 
     _use_contracts(monkeypatch, _tightened(tmp_path, "segment_assignments", edit))
@@ -403,7 +406,7 @@ def test_tightened_segment_assignments_contract_blocks_a_real_run(
         "segment_assignments.yaml failed"
     )
     assert (
-        f"[ERROR] segment names are the model's names (catalogue names or its descriptive names) (column "
+        f"[ERROR] labels are catalogue names or descriptive names (column "
         f"segment): FAILED: {customers:,} row(s) break it (100.00%)"
     ) in msg
     after = _quarter_snapshot(home_copy, LATEST)

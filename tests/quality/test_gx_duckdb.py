@@ -44,6 +44,7 @@ PARAMS = {
         "features_table": "customer_features",
         "previous_customers": 10,
         "current_customers": 12,
+        "to_model_version": "v1",
     },
 }
 
