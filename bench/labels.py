@@ -28,10 +28,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import joblib
 import numpy as np
 import pandas as pd
 import yaml
+
+from seg_pipeline.tables import chosen_model_row, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = "largest 'small' name"
@@ -121,8 +122,9 @@ def measure(home: Path, catalogue_path: Path) -> tuple[pd.DataFrame, pd.DataFram
             )
             shares = labels.value_counts(normalize=True)
             churn = np.nan
-            if prev is not None and (home / "models" / prev / "segment_model.joblib").is_file():
-                old = joblib.load(home / "models" / prev / "segment_model.joblib")
+            prev_row = chosen_model_row(con, prev) if prev is not None else None
+            if prev_row is not None and isinstance(prev_row.get("artifact_path"), str):
+                old, _ = load_model(home, prev_row)  # verified against its recorded SHA-256 first
                 churn = float((np.asarray(old.predict(f)) != labels.to_numpy()).mean())
             retained = np.nan
             if prev is not None:

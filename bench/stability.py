@@ -78,7 +78,8 @@ def write_cohort(path: Path, n_customers: int = 2500, seed: int = 3) -> Path:
 
 def stability_table(home: Path, quarters: list[str]) -> pd.DataFrame:
     import duckdb
-    import joblib
+
+    from seg_pipeline.tables import chosen_model_row, load_model
 
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     try:
@@ -91,7 +92,7 @@ def stability_table(home: Path, quarters: list[str]) -> pd.DataFrame:
             f = con.execute("SELECT * FROM customer_features WHERE quarter = ? ORDER BY customer_id", [q]).df()
             churn = retained = np.nan
             if prev is not None:
-                old = joblib.load(home / "models" / prev / "segment_model.joblib")
+                old, _ = load_model(home, chosen_model_row(con, prev))  # verified against its SHA-256 first
                 churn = float((old.predict(f) != a["segment"].to_numpy()).mean())
                 pa = con.execute("SELECT customer_id, segment FROM segment_assignments WHERE quarter = ?", [prev]).df()
                 both = pa.merge(a, on="customer_id", suffixes=("_p", "_n"))
