@@ -21,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 
+from .escaping import csv_frame
 from .readers import quote_ident
 
 
@@ -160,7 +161,10 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 def atomic_write_csv(con: duckdb.DuckDBPyConnection, df, path: Path, dates: tuple[str, ...] = ()) -> Path:
     """Write a DataFrame as CSV (header, quotes only where needed) through DuckDB's writer: about 4x faster
-    than pandas' to_csv on a million rows. `dates`: timestamp columns written as plain dates."""
+    than pandas' to_csv on a million rows. `dates`: timestamp columns written as plain dates. Every CSV the
+    pipeline writes goes through here: text cells that a spreadsheet would run as a formula (= + - @ tab CR
+    first) are written with a leading `'` (escaping.csv_frame); numbers stay numbers."""
+    df = csv_frame(df)
     replace = ", ".join(f"CAST({quote_ident(c)} AS DATE) AS {quote_ident(c)}" for c in dates if c in df.columns)
     con.register("__df_to_csv", df)
     try:

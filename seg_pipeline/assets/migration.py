@@ -8,7 +8,7 @@ from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import Warehouse
 from ..storage import create_stage_from_df, publish_partition
 from ..tables import chosen_model_row, has_sales_before
-from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, table_metadata
+from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, md_table, table_metadata
 
 TABLE = "segment_migration_history"
 
@@ -147,7 +147,12 @@ def segment_migration_history(context: dg.AssetExecutionContext, warehouse: Ware
             "stayed_in_segment": len(retained) - changed,
             "changed_segment": changed,
             "retained_changed_share": round(changed / len(retained), 4) if len(retained) else 0.0,
-            "transition_counts": dg.MetadataValue.md(counts.reset_index().to_markdown(index=False)),
-            "transition_row_shares": dg.MetadataValue.md(shares.round(3).reset_index().to_markdown(index=False)),
+            # segment names are the rows and columns: escaped as Markdown by md_table
+            "transition_counts": dg.MetadataValue.md(
+                md_table(counts.reset_index(), max_rows=len(counts), floatfmt=",.0f")
+            ),
+            "transition_row_shares": dg.MetadataValue.md(
+                md_table(shares.round(3).reset_index(), max_rows=len(shares), floatfmt=".3f")
+            ),
         }
     )
