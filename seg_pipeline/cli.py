@@ -495,7 +495,8 @@ def run(source, mapping, home, quarters, refit) -> None:
             console.print(rejected, soft_wrap=True)
         console.print()
         print_summary(home_path, done[-1])
-        console.print(f"Report: {_t(home_path / 'reports' / done[-1] / 'report.html')}")
+        # one line whatever its length: a path to copy
+        console.print(f"Report: {_t(home_path / 'reports' / done[-1] / 'report.html')}", soft_wrap=True)
         watch.check("after the last quarter was published")
 
 
