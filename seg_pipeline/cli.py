@@ -96,7 +96,7 @@ def _run_quarters(home, source, mapping, quarters, quiet, instance, refit, model
     from .definitions import ALL_ASSETS, PARTITIONED, UNPARTITIONED
     from .partitions import quarters_covered
     from .resources import build_resources
-    from .storage import table_exists
+    from .storage import superseded_quarters, table_exists
 
     resources = build_resources(home, source, mapping)
     quiet_logs = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -145,13 +145,15 @@ def _run_quarters(home, source, mapping, quarters, quiet, instance, refit, model
     if quarters == "all":
         todo = covered
     elif quarters == "latest":
-        # the latest quarter, preceded by any earlier quarter not segmented yet (migration needs Q-1)
+        # the latest quarter, preceded by any earlier quarter not segmented yet (migration needs Q-1), or
+        # with any table still built from sales since replaced (storage.SUPERSEDED)
         with _connect(warehouse) as con:
             done = (
                 {r[0] for r in con.execute("SELECT DISTINCT quarter FROM segment_assignments").fetchall()}
                 if table_exists(con, "segment_assignments")
                 else set()
             )
+            done -= superseded_quarters(con)
         todo = [covered[-1]]
         for q in reversed(covered[:-1]):
             if q in done:

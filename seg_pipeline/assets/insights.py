@@ -23,6 +23,7 @@ from ..storage import (
     atomic_write_csv,
     atomic_write_text,
     create_stage_from_df,
+    failpoint,
     publish_partition,
     table_exists,
 )
@@ -581,6 +582,7 @@ def segment_insights(
             files=files,
         )
         out = pipeline.reports_dir(q.key)
+        failpoint(f"{ASSET}:{q.key}")  # fault injection (tests): fail here, before anything is written
         report_path = write_report_files(con, out, data, customers, r.wb, profile_t, stores_t)
         publish_partition(con, [PROFILE, STORES, WINBACK], "quarter", q.key)
         companions = {t: table_metadata(con, t, "WHERE quarter = ?", [q.key]) for t in (PROFILE, STORES, WINBACK)}

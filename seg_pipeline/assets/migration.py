@@ -7,7 +7,7 @@ from ..insights.analysis import LAPSED, NEW, RETURNING, transition_counts
 from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import Warehouse
 from ..storage import create_stage_from_df, publish_partition
-from ..tables import chosen_model_row, has_sales_before
+from ..tables import chosen_model_row, has_sales_before, quarter_assignments
 from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, md_table, table_metadata
 
 TABLE = "segment_migration_history"
@@ -91,9 +91,7 @@ def segment_migration_history(context: dg.AssetExecutionContext, warehouse: Ware
         ).df()
         if current.empty:
             raise dg.Failure(description=f"segment_assignments has no partition {q.key}: materialise it first")
-        previous = con.execute(
-            "SELECT customer_id, segment, model_version FROM segment_assignments WHERE quarter = ?", [prev.key]
-        ).df()
+        previous = quarter_assignments(con, prev.key)
         if previous.empty:
             if has_sales_before(con, prev.end):
                 raise dg.Failure(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -32,6 +33,7 @@ from seg_pipeline.assets.insights import (
 from seg_pipeline.insights import analysis, plots, report
 from seg_pipeline.insights.report import REPORT_MD, Plot, ReportData
 from seg_pipeline.storage import atomic_write_csv
+from tests.conftest import read_table
 
 # what a source file may hold, and what each output must make of it
 IMG = "<img src=x onerror=alert(1)>"
@@ -418,3 +420,105 @@ def test_every_plot_draws_hostile_names_as_plain_short_labels(monkeypatch):
             assert not t._preprocess_math(t.get_text())[1], t.get_text()
             if not t.get_text().startswith("No customer-value fit"):  # a note, wrapped: not a label
                 assert "VeryVeryVeryVeryVeryVeryVeryVery" not in t.get_text()
+
+
+# ------------------------------------------------------- 10. a failed quarter removes nothing published
+
+
+def _quarterly_tables(home: Path) -> list[str]:
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        return [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT table_name FROM information_schema.columns WHERE table_schema = 'main' "
+                "AND NOT starts_with(table_name, '_') AND column_name = 'quarter' ORDER BY 1"
+            ).fetchall()
+        ]
+    finally:
+        con.close()
+
+
+def _quarter_state(home: Path, tables: list[str], quarters: list[str]) -> dict:
+    """Every quarterly table's rows per quarter, and every file of the quarters' report folders."""
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        rows = {
+            (t, q): con.execute(f'SELECT * FROM "{t}" WHERE quarter = ? ORDER BY ALL', [q]).fetchall()
+            for t in tables
+            for q in quarters
+        }
+    finally:
+        con.close()
+    files = {
+        str(f.relative_to(home)): f.read_bytes()
+        for q in quarters
+        for f in sorted((home / "reports" / q).rglob("*"))
+        if f.is_file()
+    }
+    return {"rows": rows, "files": files}
+
+
+@pytest.mark.slow  # a copy of the shared run, then a run that fails in its second quarter
+def test_a_failed_quarter_on_changed_sales_keeps_every_quarter_published_before(
+    full_run, small_csv, dagster_instance, tmp_path, monkeypatch
+):
+    """The source edited (one more line in the last quarter: changed sales, every quarter to rebuild), then
+    segment_insights fails in the second quarter. Every quarter the run did not rebuild keeps its rows in
+    every quarterly table and its report folder byte for byte; they are listed as superseded; a re-run
+    rebuilds them."""
+    import click
+
+    from tests.conftest import run
+
+    home0, quarters = full_run
+    home = tmp_path / "home"
+    shutil.copytree(home0, home)
+    tables = _quarterly_tables(home)
+    assert {"segment_assignments", "segment_profile", "customer_features", "clustering_model"} <= set(tables)
+    before = _quarter_state(home, tables, quarters[1:])
+    edited = pd.read_csv(small_csv, dtype=str, keep_default_na=False)
+    extra = edited.iloc[[-1]].assign(Invoice="999999")
+    pd.concat([edited, extra]).to_csv(tmp_path / "edited.csv", index=False)
+
+    failing = quarters[1]
+    monkeypatch.setenv("SEG_PIPELINE_FAILPOINT", f"fail:segment_insights:{failing}")
+    with pytest.raises(click.ClickException) as exc:
+        run(home, tmp_path / "edited.csv", instance=dagster_instance)
+    assert exc.value.message == (
+        f"quarter {failing} failed: step segment_insights: failpoint segment_insights:{failing}"
+    )
+
+    after = _quarter_state(home, tables, quarters[1:])
+    insights_tables = {"segment_profile", "store_concentration", "winback_list"}
+    for (t, q), rows in before["rows"].items():
+        if q != failing or t in insights_tables:  # the failing quarter's earlier steps were rebuilt
+            assert after["rows"][(t, q)] == rows, (t, q)
+    assert after["files"] == before["files"]  # reports/<quarter>/ of every quarter not rebuilt, unchanged
+    superseded = read_table(home, "SELECT table_name, quarter FROM _superseded_quarters ORDER BY ALL")
+    assert set(zip(superseded.table_name, superseded.quarter)) == {(t, q) for t in tables for q in quarters[2:]} | {
+        (t, failing) for t in insights_tables
+    }
+
+    monkeypatch.delenv("SEG_PIPELINE_FAILPOINT")
+    assert run(home, tmp_path / "edited.csv", quarters="latest", instance=dagster_instance) == quarters[1:]
+    assert read_table(home, "SELECT count(*) AS n FROM _superseded_quarters").n.iloc[0] == 0
+
+
+def test_a_superseded_previous_quarter_reads_as_absent():
+    from seg_pipeline.storage import SUPERSEDED_DDL
+    from seg_pipeline.tables import chosen_model_row, quarter_assignments
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE clustering_model AS SELECT '2011-04-01' AS quarter, true AS chosen, 4 AS k")
+    con.execute(
+        "CREATE TABLE segment_assignments AS SELECT '2011-04-01' AS quarter, 'c1' AS customer_id, "
+        "'A' AS segment, 'v1' AS model_version"
+    )
+    assert chosen_model_row(con, "2011-04-01")["k"] == 4 and len(quarter_assignments(con, "2011-04-01")) == 1
+    con.execute(SUPERSEDED_DDL)
+    con.execute(
+        "INSERT INTO _superseded_quarters VALUES ('clustering_model', '2011-04-01', now()), "
+        "('segment_assignments', '2011-04-01', now())"
+    )
+    assert chosen_model_row(con, "2011-04-01") is None and quarter_assignments(con, "2011-04-01").empty
