@@ -241,6 +241,19 @@ def test_dagster_metadata_tables_escape_names_and_cells():
     assert [c.strip() for c in re.split(r"(?<!\\)\|", lines[3])[1:-1]] == [r"a\|b", "2.00", ""]
 
 
+def test_contract_results_show_unexpected_values_as_text():
+    """The examples of a failed rule (values from the data) in the check's Markdown results table."""
+    from seg_pipeline.quality.gate import ContractOutcome
+    from seg_pipeline.quality.outcome import RuleOutcome
+
+    rule = RuleOutcome("country_known", "in_set", "country", "warn", False, 1, 50.0, examples=[IMG, "a|b"])
+    table = ContractOutcome(contract=None, table="t", rows=2, outcomes=[rule], seconds=0.0).summary_md()
+    assert table.splitlines()[-1] == (
+        r"| country_known | country | warn | FAIL | 1 | 50.00 | &#x27;&lt;img src=x onerror=alert\(1\)&gt;&#x27;, "
+        r"&#x27;a\|b&#x27; |"
+    )
+
+
 # ------------------------------------------------------------------------------------- 5. CSV formulas
 
 
