@@ -328,7 +328,11 @@ def print_summary(home: Path, quarter: str | None = None) -> None:
         )
     console.print(t)
     console.print("(recency, frequency, monetary: segment means over the 12-month look-back window)")
-    console.print(f"[bold]{_t(headline)}[/]\n")
+    first, *notes = headline.split("\n")  # the headline, then any note of summary.latest_summary
+    console.print(f"[bold]{_t(first)}[/]")
+    for note in notes:
+        console.print(_t(note))
+    console.print()
     console.print("[bold]Recommended actions[/]")
     for r in summary.itertuples():
         console.print(f"  {_t(r.segment)}: {_t(r.action)}")

@@ -1,7 +1,8 @@
 """Text from a source file is data in every output: it never becomes Markdown or HTML markup, a spreadsheet
 formula, terminal markup or mathtext. One function per kind of output; every writer of that output uses it.
 
-- `markdown(value)`: for report.md and the Markdown shown in Dagster's UI (metadata tables, findings).
+- `markdown(value)`: for report.md (every `{{ value }}` of its template, insights/report.py) and the
+  Markdown shown in Dagster's UI (assets/common.md_table, findings, contract results).
   Markdown punctuation is backslash-escaped, `<>&"'` become HTML entities (a CommonMark viewer renders raw
   HTML), line breaks and control characters become spaces (a table row stays one row).
 - `csv_cell(value)` / `csv_frame(df)`: for every CSV file the pipeline writes (storage.atomic_write_csv).
@@ -13,7 +14,7 @@ formula, terminal markup or mathtext. One function per kind of output; every wri
   reads the value as markup (`[link=...]`, `[/]`).
 - `plot_label(value)`: for text drawn in a plot (segment, store and country names). Shortened to
   PLOT_LABEL_CHARS with an ellipsis, line breaks and control characters become spaces and `$` is escaped, so
-  matplotlib never reads it as mathtext. The plot functions also draw with mathtext off (insights/plots.py).
+  matplotlib never reads it as mathtext. Every plot of insights/plots.py draws data through it.
 """
 
 from __future__ import annotations
@@ -33,15 +34,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _MARKDOWN_PUNCTUATION = re.compile(r"[\\`*_\[\]()#!|~$]")
 
 
-class Trusted(str):
-    """A fragment of our own making (a plot's file name, a fixed label) that the Markdown writer must not
-    escape. Data never becomes Trusted."""
-
-
 def markdown(value) -> str:
     """`value` as literal text inside a Markdown document (a paragraph or a table cell)."""
-    if isinstance(value, Trusted):
-        return str(value)
     text = _CONTROL.sub(" ", str(value))
     text = _MARKDOWN_PUNCTUATION.sub(r"\\\g<0>", text)
     return html.escape(text, quote=True)
@@ -79,7 +73,7 @@ def csv_frame(df: pd.DataFrame) -> pd.DataFrame:
             if out is df:
                 out = df.copy()
             fixed = s.astype(object).copy()
-            fixed[risky] = ["'" + str(v) for v in s[risky]]
+            fixed[risky] = [csv_cell(str(v)) for v in s[risky]]
             out[col] = fixed.astype(s.dtype) if not isinstance(s.dtype, pd.CategoricalDtype) else fixed
     return out
 

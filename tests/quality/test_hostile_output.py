@@ -513,6 +513,15 @@ def test_a_failed_quarter_on_changed_sales_keeps_every_quarter_published_before(
         (t, failing) for t in insights_tables
     }
 
+    # `seg-pipeline summary` says the quarter it shows is kept from the replaced sales
+    from seg_pipeline.insights.summary import latest_summary
+
+    quarter, _, _, headline = latest_summary(home / "warehouse.duckdb")
+    assert quarter == quarters[-1] and headline.endswith(
+        f"\nNote: {quarter} was built from sales since replaced (a source file removed or replaced, another source "
+        "or mapping) and is kept as published until `seg-pipeline run` rebuilds it."
+    )
+
     monkeypatch.delenv("SEG_PIPELINE_FAILPOINT")
     assert run(home, tmp_path / "edited.csv", quarters="latest", instance=dagster_instance) == quarters[1:]
     assert read_table(home, "SELECT count(*) AS n FROM _superseded_quarters").n.iloc[0] == 0
