@@ -12,13 +12,23 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from . import faults, runtime
+from .escaping import terminal as _t
+from .escaping import terminal_plain
 
-# piped output (CI logs, `| tee`) gets a fixed width wide enough for the tables instead of rich's 80 columns
+# piped output (CI logs, `| tee`) gets a fixed width wide enough for the tables instead of rich's 80 columns.
+# Every value printed through it is data (paths, file names, segments, countries): it goes into the markup
+# through _t (escaping.terminal: markup escaped, control characters shown as \xNN) or into a table as
+# _cell (rich Text, never parsed as markup).
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
+
+
+def _cell(value) -> Text:
+    """A table cell or title from data: plain text, control characters made visible."""
+    return Text(terminal_plain(value))
 
 
 def dagster_home_for(home: Path) -> Path:
@@ -86,7 +96,7 @@ def _run_quarters(home, source, mapping, quarters, quiet, instance, refit, model
     from .definitions import ALL_ASSETS, PARTITIONED, UNPARTITIONED
     from .partitions import quarters_covered
     from .resources import build_resources
-    from .storage import table_exists
+    from .storage import superseded_quarters, table_exists
 
     resources = build_resources(home, source, mapping)
     quiet_logs = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -120,7 +130,7 @@ def _run_quarters(home, source, mapping, quarters, quiet, instance, refit, model
         return result, time.perf_counter() - t0
 
     if not quiet:
-        console.print(f"[bold]seg_pipeline[/] home {home}")
+        console.print(f"[bold]seg_pipeline[/] home {_t(home)}")
     res, dt = step(UNPARTITIONED, None, "ingest and cleaning")
     _report_steps(instance, res, dt, "history", quiet)
     if not quiet:
@@ -135,13 +145,15 @@ def _run_quarters(home, source, mapping, quarters, quiet, instance, refit, model
     if quarters == "all":
         todo = covered
     elif quarters == "latest":
-        # the latest quarter, preceded by any earlier quarter not segmented yet (migration needs Q-1)
+        # the latest quarter, preceded by any earlier quarter not segmented yet (migration needs Q-1), or
+        # with any table still built from sales since replaced (storage.SUPERSEDED)
         with _connect(warehouse) as con:
             done = (
                 {r[0] for r in con.execute("SELECT DISTINCT quarter FROM segment_assignments").fetchall()}
                 if table_exists(con, "segment_assignments")
                 else set()
             )
+            done -= superseded_quarters(con)
         todo = [covered[-1]]
         for q in reversed(covered[:-1]):
             if q in done:
@@ -153,7 +165,9 @@ def _run_quarters(home, source, mapping, quarters, quiet, instance, refit, model
     if unknown:
         raise click.ClickException(f"quarter(s) {unknown} not covered by the data; covered: {covered}")
     if not quiet:
-        console.print(f"data {lo:%Y-%m-%d} .. {hi:%Y-%m-%d}: {len(covered)} quarters; running {len(todo)}")
+        console.print(
+            f"data {_t(f'{lo:%Y-%m-%d}')} .. {_t(f'{hi:%Y-%m-%d}')}: {len(covered)} quarters; running {len(todo)}"
+        )
     for i, q in enumerate(todo, 1):
         res, dt = step(PARTITIONED, q, f"quarter {q}")
         _report_steps(instance, res, dt, f"[{i}/{len(todo)}] {_label(q)}", quiet)
@@ -274,15 +288,19 @@ def _report_steps(instance, result, seconds: float, label: str, quiet: bool) -> 
         took = durations.get(mat.step_key)
         decision = m.metadata.get("decision")
         parts.append(
-            (f"{name} {rows.value:,}" + (f" ({took:.1f}s)" if took is not None else "") if rows is not None else name)
-            + (f" \\[model {decision.value}]" if decision is not None else "")
+            (
+                f"{_t(name)} {_t(f'{rows.value:,}')}" + (f" ({took:.1f}s)" if took is not None else "")
+                if rows is not None
+                else _t(name)
+            )
+            + (f" {_t(f'[model {decision.value}]')}" if decision is not None else "")
         )
         refused = m.metadata.get("model_file_refused")  # a model file not loaded: it did not match its record
         if refused is not None:
             notices.append(f"{name}: {refused.value}")
-    console.print(f"{label:<14} [green]ok[/] {seconds:5.1f}s  " + " · ".join(parts))
+    console.print(f"{_t(f'{label:<14}')} [green]ok[/] {seconds:5.1f}s  " + " · ".join(parts))
     for n in notices:
-        console.print(f"{'':<14} [yellow]warning[/] {escape(n)}")
+        console.print(f"{'':<14} [yellow]warning[/] {_t(n)}")
 
 
 def print_summary(home: Path, quarter: str | None = None) -> None:
@@ -295,36 +313,45 @@ def print_summary(home: Path, quarter: str | None = None) -> None:
     if data is None:
         raise click.ClickException(f"no segmentation in {home}: run `seg-pipeline run` first")
     q, summary, counts, headline = data
-    t = Table(title=f"Segments, {_label(q)} (as of quarter end)", title_justify="left")
+    t = Table(title=_cell(f"Segments, {_label(q)} (as of quarter end)"), title_justify="left")
     for col in ("segment", "customers", "% customers", "% revenue", "recency (d)", "frequency", "monetary"):
         t.add_column(col, justify="left" if col == "segment" else "right", no_wrap=True)
     for r in summary.itertuples():
         t.add_row(
-            r.segment,
-            f"{r.customers:,}",
-            f"{r.share_customers:.1%}",
-            f"{r.share_revenue:.1%}",
-            f"{r.mean_recency_days:.0f}",
-            f"{r.mean_frequency:.1f}",
-            f"{r.mean_monetary:,.0f}",
+            *map(
+                _cell,
+                (
+                    r.segment,
+                    f"{r.customers:,}",
+                    f"{r.share_customers:.1%}",
+                    f"{r.share_revenue:.1%}",
+                    f"{r.mean_recency_days:.0f}",
+                    f"{r.mean_frequency:.1f}",
+                    f"{r.mean_monetary:,.0f}",
+                ),
+            )
         )
     console.print(t)
     console.print("(recency, frequency, monetary: segment means over the 12-month look-back window)")
-    console.print(f"[bold]{headline}[/]\n")
+    first, *notes = headline.split("\n")  # the headline, then any note of summary.latest_summary
+    console.print(f"[bold]{_t(first)}[/]")
+    for note in notes:
+        console.print(_t(note))
+    console.print()
     console.print("[bold]Recommended actions[/]")
     for r in summary.itertuples():
-        console.print(f"  {r.segment}: {r.action}")
+        console.print(f"  {_t(r.segment)}: {_t(r.action)}")
     console.print()
     if counts is not None and not counts.empty:
         m = Table(
-            title=f"Migration {_label(q)} vs previous quarter (customers; rows: from, columns: to)",
+            title=_cell(f"Migration {_label(q)} vs previous quarter (customers; rows: from, columns: to)"),
             title_justify="left",
         )
-        m.add_column("from \\ to", no_wrap=True)
+        m.add_column(_cell("from \\ to"), no_wrap=True)
         for c in counts.columns:
-            m.add_column(str(c), justify="right")
+            m.add_column(_cell(c), justify="right")
         for idx, row in counts.iterrows():
-            m.add_row(str(idx), *[f"{v:,}" for v in row])
+            m.add_row(_cell(idx), *[_cell(f"{v:,}") for v in row])
         console.print(m)
 
 
@@ -337,28 +364,33 @@ class _OneLineErrors(click.Group):
         faults.state.where, faults.state.home, faults.state.dagster_home = "", None, None
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except click.ClickException as exc:
+            # its message names files, paths and values from the data: no control character reaches the terminal
+            exc.message = terminal_plain(exc.message, keep_newlines=True)
+            raise
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except faults.Interrupted as exc:
-            click.echo(exc.message, err=True)
+            click.echo(terminal_plain(exc.message), err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:  # SIGINT outside `run`'s watch (another command, or before it started)
             exc = faults.Interrupted(signal.SIGINT, faults.state.where or f"in seg-pipeline {ctx.invoked_subcommand}")
-            click.echo(exc.message, err=True)
+            click.echo(terminal_plain(exc.message), err=True)
             ctx.exit(exc.exit_code)
         except Exception as exc:
             from .ml.naming import CatalogueError
 
             if isinstance(exc, CatalogueError):  # segments.yaml is invalid: checked when the definitions load
-                click.echo(f"seg-pipeline: invalid segment catalogue: {exc}", err=True)
+                click.echo(terminal_plain(f"seg-pipeline: invalid segment catalogue: {exc}"), err=True)
                 ctx.exit(1)
             where = faults.state.where or f"in seg-pipeline {ctx.invoked_subcommand}"
-            click.echo(faults.unexpected_error_line(exc, where, faults.state.home, faults.state.dagster_home), err=True)
+            line = faults.unexpected_error_line(exc, where, faults.state.home, faults.state.dagster_home)
+            click.echo(terminal_plain(line), err=True)
             ctx.exit(1)
 
 
 def _print_lock_wait(wait) -> None:
-    click.echo(f"seg-pipeline: {wait.message}", err=True)
+    click.echo(terminal_plain(f"seg-pipeline: {wait.message}"), err=True)
 
 
 def _files_line(result) -> str:
@@ -378,7 +410,7 @@ def _files_line(result) -> str:
     ignored = ignored.value if ignored is not None and isinstance(ignored.value, dict) else {}
     line = f"source: {new + same} file(s): {new} loaded, {same} unchanged since the last load"
     if ignored:
-        line += "; ignored: " + ", ".join(f"{name} ({why})" for name, why in ignored.items())
+        line += "; ignored: " + ", ".join(f"{_t(name)} ({_t(why)})" for name, why in ignored.items())
     return line
 
 
@@ -402,7 +434,7 @@ def _rejected_line(home: Path) -> str | None:
     total = sum(n for _, n in rows)
     if not total:
         return "rejected 0 rows"
-    return f"rejected {total:,} rows: " + " · ".join(f"{reason} {n:,}" for reason, n in rows)
+    return f"rejected {total:,} rows: " + " · ".join(f"{_t(reason)} {n:,}" for reason, n in rows)
 
 
 @click.group(cls=_OneLineErrors)
@@ -479,7 +511,8 @@ def run(source, mapping, home, quarters, refit) -> None:
             console.print(rejected, soft_wrap=True)
         console.print()
         print_summary(home_path, done[-1])
-        console.print(f"Report: {home_path / 'reports' / done[-1] / 'report.html'}")
+        # one line whatever its length: a path to copy
+        console.print(f"Report: {_t(home_path / 'reports' / done[-1] / 'report.html')}", soft_wrap=True)
         watch.check("after the last quarter was published")
 
 
@@ -496,7 +529,7 @@ def generate(rows, customers, seed, out) -> None:
 
     t0 = time.perf_counter()
     path = write_transactions(out, rows=rows, n_customers=customers, seed=seed)
-    console.print(f"wrote {path} in {time.perf_counter() - t0:.1f}s")
+    console.print(f"wrote {_t(path)} in {time.perf_counter() - t0:.1f}s")
 
 
 @main.command()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 
+from .escaping import csv_frame
 from .readers import quote_ident
 
 
@@ -57,17 +58,25 @@ def create_stage_from_df(con: duckdb.DuckDBPyConnection, table: str, df) -> str:
 FAILPOINT_ENV = "SEG_PIPELINE_FAILPOINT"
 
 
+class FailpointError(RuntimeError):
+    """The error a `fail:<point>` failpoint raises: an ordinary step failure."""
+
+
 def failpoint(name: str) -> None:
     """Fault injection for the reliability tests: when SEG_PIPELINE_FAILPOINT names this point, the process
     kills itself (SIGKILL: no cleanup, no rollback handler), as a power cut or an OOM kill would; when it is
-    `wait:<point>`, the process says so on stderr and sleeps there (up to 60 s) for a test to signal it.
-    Points: `before_commit:<table>` (everything written, not committed), `before_rename:<file name>`."""
+    `wait:<point>`, the process says so on stderr and sleeps there (up to 60 s) for a test to signal it; when
+    it is `fail:<point>`, the step raises FailpointError there (a step that fails the ordinary way).
+    Points: `before_commit:<table>` (everything written, not committed), `before_rename:<file name>`,
+    `segment_insights:<quarter>` (the quarter's figures computed, nothing written or published yet)."""
     value = os.environ.get(FAILPOINT_ENV)
     if value == name:
         os.kill(os.getpid(), signal.SIGKILL)
     elif value == f"wait:{name}":
         print(f"failpoint {name}: waiting", file=sys.stderr, flush=True)
         time.sleep(60)
+    elif value == f"fail:{name}":
+        raise FailpointError(f"failpoint {name}")
 
 
 @contextlib.contextmanager
@@ -112,7 +121,8 @@ def publish_partition(
     con: duckdb.DuckDBPyConnection, table: str | list[str], key_column: str, key: str, stage: str | None = None
 ) -> None:
     """Replace the rows of one partition of `table` (or of several tables, together) by their staging
-    tables' rows, in one transaction. The first publication creates a table with its stage's schema."""
+    tables' rows, in one transaction. The first publication creates a table with its stage's schema. A
+    quarter rebuilt this way is no longer superseded (see SUPERSEDED)."""
     tables = [table] if isinstance(table, str) else list(table)
     with transaction(con, tables[0]):
         for t in tables:
@@ -122,6 +132,38 @@ def publish_partition(
             con.execute(f"DELETE FROM {quote_ident(t)} WHERE {quote_ident(key_column)} = ?", [key])
             con.execute(f"INSERT INTO {quote_ident(t)} BY NAME SELECT * FROM {quote_ident(st)}")
             con.execute(f"DROP TABLE {quote_ident(st)}")
+            if key_column == "quarter" and table_exists(con, SUPERSEDED):
+                con.execute(f"DELETE FROM {SUPERSEDED} WHERE table_name = ? AND quarter = ?", [t, key])
+
+
+# The quarters of each quarterly table that were built from sales since replaced (a source file removed or
+# replaced, another source or mapping). They stay published, as they were, until their quarter is rebuilt
+# from the new sales (publish_partition takes them off this list): a quarterly step that fails on the new
+# sales never removes a quarter published before. Readers of a previous quarter (tables.py) treat a
+# superseded quarter as absent, so nothing new is built on the old sales.
+SUPERSEDED = "_superseded_quarters"
+SUPERSEDED_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {SUPERSEDED} (table_name VARCHAR, quarter VARCHAR, superseded_at TIMESTAMP, "
+    "PRIMARY KEY (table_name, quarter))"
+)
+
+
+def superseded_quarters(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """The quarters with any table still built from superseded sales."""
+    if not table_exists(con, SUPERSEDED):
+        return set()
+    return {r[0] for r in con.execute(f"SELECT DISTINCT quarter FROM {SUPERSEDED}").fetchall()}
+
+
+def is_superseded(con: duckdb.DuckDBPyConnection, table: str, quarter: str) -> bool:
+    """Whether `table`'s rows of `quarter` were built from sales that have since been replaced."""
+    if not table_exists(con, SUPERSEDED):
+        return False
+    return bool(
+        con.execute(
+            f"SELECT count(*) FROM {SUPERSEDED} WHERE table_name = ? AND quarter = ?", [table, quarter]
+        ).fetchall()[0][0]
+    )
 
 
 _UMASK = os.umask(0)
@@ -160,7 +202,10 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 def atomic_write_csv(con: duckdb.DuckDBPyConnection, df, path: Path, dates: tuple[str, ...] = ()) -> Path:
     """Write a DataFrame as CSV (header, quotes only where needed) through DuckDB's writer: about 4x faster
-    than pandas' to_csv on a million rows. `dates`: timestamp columns written as plain dates."""
+    than pandas' to_csv on a million rows. `dates`: timestamp columns written as plain dates. Every CSV the
+    pipeline writes goes through here: text cells that a spreadsheet would run as a formula (= + - @ tab CR
+    first) are written with a leading `'` (escaping.csv_frame); numbers stay numbers."""
+    df = csv_frame(df)
     replace = ", ".join(f"CAST({quote_ident(c)} AS DATE) AS {quote_ident(c)}" for c in dates if c in df.columns)
     con.register("__df_to_csv", df)
     try:

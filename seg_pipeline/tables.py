@@ -20,7 +20,7 @@ import pandas as pd
 
 from .ml.scaling import ScaledMatrix
 from .ml.segment_model import SegmentModel
-from .storage import table_exists
+from .storage import is_superseded, table_exists
 
 MODEL_FILE = "segment_model.joblib"
 SCALER_FILE = "scaler.joblib"
@@ -66,8 +66,9 @@ def read_matrix(con, quarter: str, scaler_path: Path) -> ScaledMatrix:
 
 
 def chosen_model_row(con, quarter: str) -> dict | None:
-    """The clustering_model row of the model in force for `quarter`, or None."""
-    if not table_exists(con, "clustering_model"):
+    """The clustering_model row of the model in force for `quarter`, or None (also when that quarter was
+    built from superseded sales: storage.SUPERSEDED)."""
+    if not table_exists(con, "clustering_model") or is_superseded(con, "clustering_model", quarter):
         return None
     df = con.execute("SELECT * FROM clustering_model WHERE quarter = ? AND chosen", [quarter]).df()
     return None if df.empty else df.iloc[0].to_dict()
@@ -142,8 +143,9 @@ def load_model(home: Path, row: dict) -> tuple[SegmentModel, Path]:
 
 
 def quarter_assignments(con, quarter: str) -> pd.DataFrame:
-    """customer_id, segment, model_version of one quarter's segment_assignments (empty if none)."""
-    if not table_exists(con, "segment_assignments"):
+    """customer_id, segment, model_version of one quarter's segment_assignments (empty if none, or if that
+    quarter was built from superseded sales: storage.SUPERSEDED)."""
+    if not table_exists(con, "segment_assignments") or is_superseded(con, "segment_assignments", quarter):
         return pd.DataFrame(
             {
                 "customer_id": pd.Series(dtype=object),

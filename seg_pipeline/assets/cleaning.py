@@ -7,7 +7,7 @@ import dagster as dg
 from ..partitions import Quarter, quarter_of, quarters_covered, sync_quarters
 from ..resources import PipelineHome, Warehouse
 from ..sql import load_sql, sql_fingerprint
-from ..storage import get_state, publish_tables, table_exists
+from ..storage import SUPERSEDED, SUPERSEDED_DDL, get_state, publish_tables, table_exists
 from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview, sql_references, table_metadata, table_spec
 
 TABLE = "cleaned_sales"
@@ -69,6 +69,7 @@ def _clean(context: dg.AssetExecutionContext, pipeline: PipelineHome, warehouse:
         sql_key = sql_fingerprint(*CLEANING_SQL)
         fingerprint = f"{','.join(sorted(raw_files))}|{sql_key}"
         cleared: dict[str, int] = {}
+        superseded_quarters: list[str] = []
         moved = None
         mode, new_loads = _plan(
             get_state(con, TABLE), set(raw_files), sql_key, table_exists(con, TABLE) and table_exists(con, REJECTED)
@@ -112,23 +113,43 @@ def _clean(context: dg.AssetExecutionContext, pipeline: PipelineHome, warehouse:
                 note=note,
             )
             con.execute("DROP VIEW raw_batch")
-            # sales published before are gone (a file removed or replaced, another source or mapping): every
-            # quarterly output built from them goes in the same transaction, so no table mixes two sources
+            # sales published before are gone (a file removed or replaced, another source or mapping): in the
+            # same transaction, the quarters the new sales no longer cover are removed from every quarterly
+            # table and the others are marked superseded: they stay as published until rebuilt
             superseded = mode == "full" and _sales_removed(get_state(con, TABLE), set(raw_files))
+            dropped: list[str] = []
+
+            def _supersede(c) -> None:
+                removed, gone, kept = supersede_quarterly_outputs(c)
+                cleared.update(removed)
+                dropped.extend(gone)
+                superseded_quarters.extend(kept)
+
             publish_tables(
                 con,
                 [TABLE, REJECTED],
                 state=(TABLE, fingerprint),
                 append=mode == "append",
-                also=(lambda c: cleared.update(clear_quarterly_outputs(c))) if superseded else None,
+                also=_supersede if superseded else None,
             )
-            if cleared:
-                moved = _archive_artifacts(pipeline)
+            if dropped:
+                moved = _archive_artifacts(pipeline, dropped)
+            if superseded:
                 context.log.warning(
-                    f"the sales changed (a source file removed or replaced, or another source or mapping): cleared "
-                    f"{sum(cleared.values()):,} rows built from the old sales in {', '.join(cleared)}"
-                    + (f"; their models and reports moved to {moved}" if moved else "")
-                    + ". The quarterly steps rebuild them from the new sales."
+                    "the sales changed (a source file removed or replaced, or another source or mapping): "
+                    + (
+                        f"removed {sum(cleared.values()):,} rows of the quarters the new sales do not cover "
+                        f"({', '.join(dropped)}) from {', '.join(cleared)}"
+                        + (f", their models and reports moved to {moved}; " if moved else "; ")
+                        if cleared
+                        else ""
+                    )
+                    + (
+                        f"the quarters {', '.join(superseded_quarters)} stay as published until the quarterly "
+                        "steps rebuild them from the new sales"
+                        if superseded_quarters
+                        else "no quarter was built before"
+                    )
                 )
 
         raw_rows = con.execute("SELECT count(*) FROM raw_transactions").fetchall()[0][0]
@@ -159,6 +180,7 @@ def _clean(context: dg.AssetExecutionContext, pipeline: PipelineHome, warehouse:
         "skipped_unchanged": mode == "unchanged",
         "cleaning_mode": mode,
         "quarterly_outputs_cleared": dg.MetadataValue.json(cleared) if cleared else "none",
+        "quarters_superseded": ", ".join(superseded_quarters) or "none",
         "old_artifacts_moved_to": str(moved) if moved else "none",
         "quarters": ", ".join(q.label for q in quarters) or "none",
         "quarters_registered": dg.MetadataValue.json({"added": added, "removed": removed}),
@@ -199,35 +221,52 @@ def _incomplete_note(last_sale, quarters: list[Quarter]) -> str:
     )
 
 
-def clear_quarterly_outputs(con) -> dict[str, int]:
-    """Empty every quarterly table (those with a quarter column): they were built from sales that are no
-    longer there. Returns rows removed per table. Runs inside the transaction that publishes the new
-    cleaned sales."""
+def supersede_quarterly_outputs(con) -> tuple[dict[str, int], list[str], list[str]]:
+    """The sales being published (__stage_cleaned_sales) replace sales that quarterly outputs were built
+    from. In every quarterly table (those with a quarter column): the rows of quarters the new sales do not
+    cover are removed; the quarters they cover are listed in storage.SUPERSEDED and stay as published until
+    their quarterly steps rebuild them (a step that fails on the new sales never removes a quarter). Returns
+    (rows removed per table, quarters removed, quarters superseded). Runs inside the transaction that
+    publishes the new cleaned sales."""
+    lo, hi = con.execute(f"SELECT min(invoice_date), max(invoice_date) FROM __stage_{TABLE}").fetchall()[0]
+    covered = [q.key for q in covered_quarters(lo, hi)]
     tables = [
         r[0]
         for r in con.execute(
             "SELECT DISTINCT table_name FROM information_schema.columns WHERE table_schema = 'main' "
-            "AND NOT starts_with(table_name, '__') AND column_name = 'quarter' ORDER BY 1"
+            "AND NOT starts_with(table_name, '_') AND column_name = 'quarter' ORDER BY 1"
         ).fetchall()
     ]
-    out = {}
+    con.execute(SUPERSEDED_DDL)
+    removed, gone, kept = {}, set(), set()
     for t in tables:
-        n = con.execute(f'DELETE FROM "{t}"').fetchall()[0][0]
-        if n:
-            out[t] = n
-    return out
+        quarters = {r[0] for r in con.execute(f'SELECT DISTINCT CAST(quarter AS VARCHAR) FROM "{t}"').fetchall()}
+        drop = sorted(quarters - set(covered))
+        if drop:
+            n = con.execute(f'DELETE FROM "{t}" WHERE list_contains(?, CAST(quarter AS VARCHAR))', [drop]).fetchall()[
+                0
+            ][0]
+            if n:
+                removed[t] = n
+            gone.update(drop)
+        for q in sorted(quarters & set(covered)):
+            con.execute(f"INSERT OR REPLACE INTO {SUPERSEDED} VALUES (?, ?, now()::TIMESTAMP)", [t, q])
+            kept.add(q)
+    return removed, sorted(gone), sorted(kept)
 
 
-def _archive_artifacts(pipeline: PipelineHome):
-    """Move the old data's model and report folders aside (kept, never deleted): <home>/superseded/<time>/."""
+def _archive_artifacts(pipeline: PipelineHome, quarters: list[str]):
+    """Move the model and report folders of `quarters` (no longer covered by the sales) aside, kept, never
+    deleted: <home>/superseded/<time>/{models,reports}/<quarter>. Other quarters' folders stay in place."""
     dest = pipeline.path / "superseded" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     moved = False
     for name in ("models", "reports"):
-        folder = pipeline.path / name
-        if folder.is_dir() and any(folder.iterdir()):
-            dest.mkdir(parents=True, exist_ok=True)
-            folder.rename(dest / name)
-            moved = True
+        for q in quarters:
+            folder = pipeline.path / name / q
+            if folder.is_dir():
+                (dest / name).mkdir(parents=True, exist_ok=True)
+                folder.rename(dest / name / q)
+                moved = True
     return dest if moved else None
 
 

@@ -9,6 +9,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
+from .. import escaping
 from ..quality.gate import run_contract
 from ..readers import quote_ident
 
@@ -87,9 +88,15 @@ def table_metadata(con: duckdb.DuckDBPyConnection, table: str, where: str = "", 
 
 
 def md_table(df: pd.DataFrame, max_rows: int = 10, floatfmt: str = ",.2f") -> str:
+    """The first rows of `df` as a Markdown table for Dagster's metadata. Column names and every text cell
+    are escaped (escaping.markdown: values from a source file never become markup); numbers are formatted."""
     if df.empty:
         return "_(no rows)_"
-    return df.head(max_rows).to_markdown(index=False, floatfmt=floatfmt)
+    head = df.head(max_rows)
+    text = [c for c in head.columns if escaping.is_text(head[c])]
+    head = head.assign(**{c: head[c].map(lambda v: v if pd.isna(v) else escaping.markdown(v)) for c in text})
+    head.columns = [escaping.markdown(c) for c in head.columns]
+    return head.to_markdown(index=False, floatfmt=floatfmt)
 
 
 def preview(con: duckdb.DuckDBPyConnection, table: str, where: str = "", params=None, n: int = 5) -> dg.MetadataValue:

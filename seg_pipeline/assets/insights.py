@@ -12,6 +12,7 @@ from datetime import datetime, time
 import dagster as dg
 import pandas as pd
 
+from .. import escaping
 from ..insights import analysis, plots
 from ..insights.report import PLOTS_DIR, REPORT_HTML, REPORT_MD, Plot, ReportData, key_findings, render
 from ..ml.naming import load_catalogue
@@ -22,6 +23,7 @@ from ..storage import (
     atomic_write_csv,
     atomic_write_text,
     create_stage_from_df,
+    failpoint,
     publish_partition,
     table_exists,
 )
@@ -363,8 +365,9 @@ def write_report_files(
     profile_t: pd.DataFrame,
     stores_t: pd.DataFrame,
 ):
-    """Render the report from its one data object and write it, the plots and the CSV files (each atomically)
-    to the quarter's report folder; returns the HTML report's path."""
+    """Render the report from its one data object and write it, the plots and the CSV files (each atomically,
+    every CSV through storage.atomic_write_csv, which neutralises spreadsheet formulas) to the quarter's report
+    folder; returns the HTML report's path."""
     html, md = render(data)
     for p in data.plots:
         atomic_write_bytes(out / p.filename, p.png)
@@ -374,10 +377,10 @@ def write_report_files(
         out / CLUSTER_PROFILES_CSV,
         dates=("first_purchase", "last_purchase", "as_of_date"),
     )
-    atomic_write_text(out / CLUSTER_SUMMARY_CSV, profile_t.to_csv(index=False))
+    atomic_write_csv(con, profile_t, out / CLUSTER_SUMMARY_CSV)
     winback_csv = data.winback if data.unit == "store" else data.winback.drop(columns=["main_store"])
-    atomic_write_text(out / WINBACK_CSV, winback_csv.to_csv(index=False))
-    atomic_write_text(out / STORES_CSV, stores_t.to_csv(index=False))
+    atomic_write_csv(con, winback_csv, out / WINBACK_CSV, dates=("last_purchase",))
+    atomic_write_csv(con, stores_t, out / STORES_CSV)
     atomic_write_text(out / REPORT_MD, md)
     report_path = atomic_write_text(out / REPORT_HTML, html)
     return report_path
@@ -586,6 +589,7 @@ def segment_insights(
             files=files,
         )
         out = pipeline.reports_dir(q.key)
+        failpoint(f"{ASSET}:{q.key}")  # fault injection (tests): fail here, before anything is written
         report_path = write_report_files(con, out, data, customers, r.wb, profile_t, stores_t)
         publish_partition(con, [PROFILE, STORES, WINBACK], "quarter", q.key)
         companions = {t: table_metadata(con, t, "WHERE quarter = ?", [q.key]) for t in (PROFILE, STORES, WINBACK)}
@@ -626,9 +630,9 @@ def segment_insights(
     metadata = {
         "dagster/row_count": len(profile),
         "headline": headline,
-        "key_findings": dg.MetadataValue.md("\n".join(f"- {f}" for f in key_findings(data))),
+        "key_findings": dg.MetadataValue.md("\n".join(f"- {escaping.markdown(f)}" for f in key_findings(data))),
         "segment_profile": dg.MetadataValue.md(md_table(profile_md, max_rows=20, floatfmt=",.3f")),
-        "concentration": dg.MetadataValue.md(conc_md.to_markdown(index=False)),
+        "concentration": dg.MetadataValue.md(md_table(conc_md)),
         "gini": round(conc.gini, 4),
         "top_10pct_revenue_share": round(conc.top_10pct_share, 4),
         "top_20pct_revenue_share": round(conc.top_20pct_share, 4),
@@ -671,7 +675,9 @@ def segment_insights(
     if inp.value_state == "fitted":
         metadata["winback_value_at_risk"] = round(float(wb_t["value_at_risk"].sum()), 2)
     for p in plot_list:
-        metadata[f"plot_{p.name}"] = dg.MetadataValue.md(f"{p.markdown_image()}\n\n*{p.title}.* {p.caption}")
+        metadata[f"plot_{p.name}"] = dg.MetadataValue.md(
+            f"{p.markdown_image()}\n\n*{escaping.markdown(p.title)}.* {escaping.markdown(p.caption)}"
+        )
     yield dg.MaterializeResult(asset_key=ASSET, metadata=metadata)
     yield dg.MaterializeResult(
         asset_key=PROFILE,

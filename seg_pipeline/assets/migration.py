@@ -7,8 +7,8 @@ from ..insights.analysis import LAPSED, NEW, RETURNING, transition_counts
 from ..partitions import parse_quarter, quarterly_partitions
 from ..resources import Warehouse
 from ..storage import create_stage_from_df, publish_partition
-from ..tables import chosen_model_row, has_sales_before
-from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, table_metadata
+from ..tables import chosen_model_row, has_sales_before, quarter_assignments
+from .common import ANALYTICS_OWNERS, GROUP, contract_spec, gate, md_table, table_metadata
 
 TABLE = "segment_migration_history"
 
@@ -91,9 +91,7 @@ def segment_migration_history(context: dg.AssetExecutionContext, warehouse: Ware
         ).df()
         if current.empty:
             raise dg.Failure(description=f"segment_assignments has no partition {q.key}: materialise it first")
-        previous = con.execute(
-            "SELECT customer_id, segment, model_version FROM segment_assignments WHERE quarter = ?", [prev.key]
-        ).df()
+        previous = quarter_assignments(con, prev.key)
         if previous.empty:
             if has_sales_before(con, prev.end):
                 raise dg.Failure(
@@ -151,7 +149,12 @@ def segment_migration_history(context: dg.AssetExecutionContext, warehouse: Ware
             "stayed_in_segment": len(retained) - changed,
             "changed_segment": changed,
             "retained_changed_share": round(changed / len(retained), 4) if len(retained) else 0.0,
-            "transition_counts": dg.MetadataValue.md(counts.reset_index().to_markdown(index=False)),
-            "transition_row_shares": dg.MetadataValue.md(shares.round(3).reset_index().to_markdown(index=False)),
+            # segment names are the rows and columns: escaped as Markdown by md_table
+            "transition_counts": dg.MetadataValue.md(
+                md_table(counts.reset_index(), max_rows=len(counts), floatfmt=",.0f")
+            ),
+            "transition_row_shares": dg.MetadataValue.md(
+                md_table(shares.round(3).reset_index(), max_rows=len(shares), floatfmt=".3f")
+            ),
         }
     )

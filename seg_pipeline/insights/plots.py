@@ -2,12 +2,15 @@
 
 Figures are built with matplotlib.figure.Figure directly (no pyplot, no global state, no display needed),
 so they render in a scheduler, a container or a test run alike. One colour per segment, the same in every plot.
+
+Every name drawn that comes from the data (segments, stores, countries, a note) goes through one helper,
+`plot_label` (escaping.plot_label): one line, at most 40 characters with an ellipsis (a 416-character country
+once pushed the margins past the figure), `$` escaped (a country `$...$` was read as mathtext).
 """
 
 from __future__ import annotations
 
 import io
-import textwrap
 
 import matplotlib
 
@@ -21,6 +24,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import PathPatch, Rectangle  # noqa: E402
 from matplotlib.path import Path as MplPath  # noqa: E402
 
+from ..escaping import plot_label  # noqa: E402
 from .analysis import LAPSED, NEW, RETURNING, Concentration  # noqa: E402
 
 DPI = 100
@@ -85,7 +89,8 @@ def _pct(x: float) -> str:
 def share_bars(profile: pd.DataFrame, title: str = "Share of customers vs share of revenue") -> bytes:
     """Per segment (largest revenue on top): its share of customers (pale) next to its share of revenue."""
     p = profile.sort_values("share_revenue", ascending=True)
-    fig = _figure(7.5, 0.55 * len(p) + 1.2, left=_label_width(p["segment"]), top=0.4, bottom=0.4)
+    names = [plot_label(s) for s in p["segment"]]
+    fig = _figure(7.5, 0.55 * len(p) + 1.2, left=_label_width(names), top=0.4, bottom=0.4)
     ax = fig.add_subplot()
     y = np.arange(len(p))
     h = 0.38
@@ -95,7 +100,7 @@ def share_bars(profile: pd.DataFrame, title: str = "Share of customers vs share 
     for yi, (c, r) in enumerate(zip(p["share_customers"], p["share_revenue"])):
         ax.text(r + 0.005, yi + h / 2, _pct(r), va="center", fontsize=8)
         ax.text(c + 0.005, yi - h / 2, _pct(c), va="center", fontsize=8, color="#444")
-    ax.set_yticks(y, p["segment"])
+    ax.set_yticks(y, names)
     ax.set_xlim(0, min(1.0, max(p["share_revenue"].max(), p["share_customers"].max()) * 1.18 + 0.02))
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
     ax.legend(
@@ -203,7 +208,7 @@ def recency_by_segment(
     """Box plot of recency_days per segment (in `order`, top to bottom); the win-back threshold as a line."""
     order = [s for s in order if (customers["segment"] == s).any()]
     data = [customers.loc[customers["segment"] == s, "recency_days"].to_numpy() for s in order]
-    fig = _figure(7.5, 0.5 * len(order) + 1.3, left=_label_width(order), top=0.4, bottom=0.55)
+    fig = _figure(7.5, 0.5 * len(order) + 1.3, left=_label_width(map(plot_label, order)), top=0.4, bottom=0.55)
     ax = fig.add_subplot()
     colors = segment_colors(order)
     _segment_boxes(ax, data, order, colors)
@@ -237,7 +242,7 @@ def _segment_boxes(ax, data: list, order: list[str], colors: dict) -> None:
     for patch, s in zip(bp["boxes"], order[::-1]):
         patch.set_facecolor(colors[s])
         patch.set_alpha(0.75)
-    ax.set_yticks(np.arange(1, len(order) + 1), order[::-1])
+    ax.set_yticks(np.arange(1, len(order) + 1), [plot_label(s) for s in order[::-1]])
 
 
 def p_alive_by_segment(
@@ -249,14 +254,14 @@ def p_alive_by_segment(
     """Box plot of P(alive) per segment (in `order`, top to bottom), each segment's mean CLV beside it; with
     `unavailable` (no customer-value fit this quarter) a figure that says so instead."""
     order = [s for s in order if (customers["segment"] == s).any()]
-    fig = _figure(7.5, 0.5 * max(len(order), 2) + 1.3, left=_label_width(order), top=0.4, bottom=0.55)
+    fig = _figure(7.5, 0.5 * max(len(order), 2) + 1.3, left=_label_width(map(plot_label, order)), top=0.4, bottom=0.55)
     ax = fig.add_subplot()
     ax.set_title(title, fontsize=11, loc="left")
     ax.spines[["top", "right"]].set_visible(False)
     if unavailable or "p_alive" not in customers or customers["p_alive"].notna().sum() == 0:
         ax.set_axis_off()
         text = "No customer-value fit this quarter" + (f": {unavailable}" if unavailable else "")
-        ax.text(0.0, 0.5, textwrap.fill(text, 80), fontsize=9, va="center", transform=ax.transAxes)
+        ax.text(0.0, 0.5, plot_label(text, 400, wrap=80), fontsize=9, va="center", transform=ax.transAxes)
         return _png(fig)
     data = [customers.loc[customers["segment"] == s, "p_alive"].dropna().to_numpy() for s in order]
     colors = segment_colors(order)
@@ -273,19 +278,19 @@ def p_alive_by_segment(
 # --------------------------------------------------------------------------------------------- heatmaps
 
 
-def _heatmap(ax, shares: pd.DataFrame, labels: pd.DataFrame, corner: str, col_title: str) -> None:
-    """Cells coloured by share (0..1, white to dark blue) and labelled; row and column names are plain texts
-    (no tick objects: ticks are the slowest part of a matplotlib figure), the colour needs no bar as every
-    cell carries its value."""
+def _heatmap(ax, shares: pd.DataFrame, labels: pd.DataFrame, corner: str, col_title: str, row_names: list[str]) -> None:
+    """Cells coloured by share (0..1, white to dark blue) and labelled; row names (`row_names`, drawn as given)
+    and column names (segments, through `plot_label`) are plain texts (no tick objects: ticks are the slowest part
+    of a matplotlib figure), the colour needs no bar as every cell carries its value."""
     vals = shares.to_numpy(dtype=float)
     nr, nc = vals.shape
     ax.imshow(vals, cmap=BLUES, vmin=0, vmax=1, aspect="auto")
     ax.set_xticks([])
     ax.set_yticks([])
     for j, c in enumerate(shares.columns):
-        ax.text(j, -0.6, textwrap.fill(str(c), 12), ha="center", va="bottom", fontsize=8)
-    for i, r in enumerate(shares.index):
-        ax.text(-0.6, i, str(r), ha="right", va="center", fontsize=8)
+        ax.text(j, -0.6, plot_label(c, 24, wrap=12), ha="center", va="bottom", fontsize=8)
+    for i, r in enumerate(row_names):
+        ax.text(-0.6, i, r, ha="right", va="center", fontsize=8)
     ax.text(-0.6, -0.6, corner, ha="right", va="bottom", fontsize=8, style="italic", color="#555")
     # above the (up to two-line, 8 pt) column names: a fixed offset in points from the top of the grid
     ax.annotate(
@@ -318,12 +323,10 @@ def store_segment_heatmap(matrix: pd.DataFrame, unit: str = "store", title: str 
     totals = matrix.sum(axis=1)
     shares = matrix.div(totals.where(totals > 0), axis=0).fillna(0.0)
     labels = shares.map(lambda v: "" if v < 0.01 else _pct(v))  # below 1%: colour only, keeps the grid readable
-    shares.index = [f"{s}  ({t:,.0f})" for s, t in zip(matrix.index, totals)]
-    fig = _figure(
-        8.0, 0.32 * len(matrix) + 1.25, left=_label_width(shares.index, 8) + 0.15, right=0.2, top=1.0, bottom=0.1
-    )
+    rows = [f"{plot_label(s)}  ({t:,.0f})" for s, t in zip(matrix.index, totals)]
+    fig = _figure(8.0, 0.32 * len(matrix) + 1.25, left=_label_width(rows, 8) + 0.15, right=0.2, top=1.0, bottom=0.1)
     ax = fig.add_subplot()
-    _heatmap(ax, shares, labels, f"{unit} (revenue)", "segment: share of the row's revenue")
+    _heatmap(ax, shares, labels, f"{unit} (revenue)", "segment: share of the row's revenue", rows)
     fig.suptitle(title or f"Revenue by {unit} and segment", fontsize=11, x=0.01, ha="left")
     return _png(fig)
 
@@ -339,11 +342,12 @@ def migration_heatmap(counts: pd.DataFrame, title: str = "Migration since the pr
         index=counts.index,
         columns=counts.columns,
     )
-    fig = _figure(
-        8.0, 0.55 * len(counts) + 1.15, left=_label_width(counts.index, 8) + 0.15, right=0.2, top=1.0, bottom=0.1
-    )
+    rows = [plot_label(r) for r in counts.index]
+    fig = _figure(8.0, 0.55 * len(counts) + 1.15, left=_label_width(rows, 8) + 0.15, right=0.2, top=1.0, bottom=0.1)
     ax = fig.add_subplot()
-    _heatmap(ax, shares, labels, "from \u2193  to \u2192", "to (this quarter); colour: share of the row's customers")
+    _heatmap(
+        ax, shares, labels, "from \u2193  to \u2192", "to (this quarter); colour: share of the row's customers", rows
+    )
     fig.suptitle(title, fontsize=11, x=0.01, ha="left")
     return _png(fig)
 
@@ -416,7 +420,7 @@ def migration_flow(
             top, bottom = pos[n]
             ax.add_patch(Rectangle((x, bottom), bar_w, top - bottom, facecolor=colors[n], edgecolor="white"))
             tx = x - 0.01 if side < 0 else x + bar_w + 0.01
-            ax.text(tx, (top + bottom) / 2, f"{n}\n{top - bottom:,.0f}", ha=ha, va="center", fontsize=8)
+            ax.text(tx, (top + bottom) / 2, f"{plot_label(n)}\n{top - bottom:,.0f}", ha=ha, va="center", fontsize=8)
     height = total + gap * (max(len(left), len(right)) - 1)
     ax.text(x0 + bar_w / 2, height * 1.03, left_label, ha="center", fontsize=9, weight="bold")
     ax.text(x1 - bar_w / 2, height * 1.03, right_label, ha="center", fontsize=9, weight="bold")

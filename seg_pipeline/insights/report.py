@@ -15,8 +15,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import jinja2
+import markupsafe
 import pandas as pd
 
+from .. import escaping
 from .analysis import Concentration, Stability
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -41,7 +43,8 @@ class Plot:
         return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
 
     def markdown_image(self) -> str:
-        return f"![{self.title}]({self.data_uri})"
+        """The plot as a Markdown image with its data URI (Dagster's metadata), the title escaped."""
+        return f"![{escaping.markdown(self.title)}]({self.data_uri})"
 
 
 @dataclass
@@ -252,24 +255,42 @@ def key_findings(d: ReportData) -> list[str]:
     ]
 
 
-@lru_cache(maxsize=1)
-def _env() -> jinja2.Environment:
-    """One environment per process: templates are compiled once."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-    )
+def _filters(env: jinja2.Environment) -> jinja2.Environment:
     env.filters["pct"] = lambda x, d=1: "" if pd.isna(x) else f"{x:.{d}%}"
     env.filters["num"] = lambda x, d=0: "" if pd.isna(x) else f"{x:,.{d}f}"
-    env.filters["mdcell"] = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
     return env
+
+
+def _markdown_value(value):
+    """The Markdown template's finalize hook: every `{{ value }}` is escaped as Markdown text
+    (escaping.markdown), except Markup: a macro's output or a fragment of our own marked `| safe`."""
+    if isinstance(value, markupsafe.Markup):
+        return value
+    return markupsafe.Markup(escaping.markdown(value))
+
+
+@lru_cache(maxsize=1)
+def _env() -> dict[str, jinja2.Environment]:
+    """One environment per output, per process (templates are compiled once). Both escape every value by
+    default, so a template cannot forget to: HTML through Jinja's autoescape, Markdown through a finalize hook
+    on top of it (Markdown viewers also render raw HTML). `| safe` marks our own fragments only, never data."""
+    common = {
+        "loader": jinja2.FileSystemLoader(str(TEMPLATES)),
+        "autoescape": True,
+        "trim_blocks": True,
+        "lstrip_blocks": True,
+        "undefined": jinja2.StrictUndefined,
+    }
+    return {
+        "html": _filters(jinja2.Environment(**common)),
+        "md": _filters(jinja2.Environment(**common, finalize=_markdown_value)),
+    }
 
 
 def render(d: ReportData) -> tuple[str, str]:
     """(HTML, Markdown) of the report."""
     env = _env()
     ctx = {"d": d, "findings": key_findings(d), "c": d.concentration}
-    return env.get_template("report.html.j2").render(**ctx), env.get_template("report.md.j2").render(**ctx)
+    return env["html"].get_template("report.html.j2").render(**ctx), env["md"].get_template("report.md.j2").render(
+        **ctx
+    )

@@ -51,6 +51,14 @@ def latest_summary(database: Path, quarter: str | None = None):
                 f"\nNote: raw_transactions holds {', '.join(pending)}, which has not passed cleaning yet: these "
                 "segments are of the sales published before it (see the last run's error)."
             )
+        if (
+            "_superseded_quarters" in tables
+            and con.execute("SELECT count(*) FROM _superseded_quarters WHERE quarter = ?", [quarter]).fetchall()[0][0]
+        ):
+            headline += (
+                f"\nNote: {quarter} was built from sales since replaced (a source file removed or replaced, another "
+                "source or mapping) and is kept as published until `seg-pipeline run` rebuilds it."
+            )
         return quarter, summary, counts, headline
     finally:
         con.close()

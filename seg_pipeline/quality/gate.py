@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import dagster as dg
 import duckdb
 
+from .. import escaping
 from .contracts import Contract, Rule, load_contract
 from .gx_duckdb import validate_table
 from .outcome import MAX_EXAMPLES, RuleOutcome, _short
@@ -40,7 +41,7 @@ class ContractOutcome:
         lines = ["| rule | column | severity | result | unexpected | % | examples |", "|---|---|---|---|---|---|---|"]
         for o in self.outcomes:
             result = "pass" if o.success else ("ERROR" if o.error else "FAIL")
-            ex = ", ".join(_short(x, 40) for x in o.examples[:3]).replace("|", "\\|")
+            ex = ", ".join(escaping.markdown(_short(x, 40)) for x in o.examples[:3])  # values from the data
             pct = "" if o.unexpected_percent is None else f"{o.unexpected_percent:.2f}"
             cnt = "" if o.unexpected_count is None else f"{o.unexpected_count:,}"
             lines.append(f"| {o.rule} | {o.column or ''} | {o.severity} | {result} | {cnt} | {pct} | {ex} |")
