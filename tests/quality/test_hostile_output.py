@@ -93,6 +93,11 @@ def _hostile_quarter():
             "clv": [np.nan] * 6,
             "value_at_risk": [np.nan] * 6,
             "as_of_date": pd.to_datetime(["2011-09-30"] * 6),
+            "label_basis": ["cluster name: frequency >= 1.5"] * 6,
+            "monetary_ratio": [1.5, 1.3, 1.2, 0.1, 0.07, 0.05],
+            "avg_order_value_ratio": [3.0, 4.0, 0.8, 0.5, 0.1, 0.06],
+            "distinct_products_ratio": [1.2, 1.0, 2.2, 0.25, 0.75, 0.5],
+            "frequency_ratio": [1.0, 0.7, 3.0, 0.3, 1.3, 1.7],
         }
     )
     g = customers.groupby("segment", sort=False)
