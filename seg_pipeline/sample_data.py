@@ -27,6 +27,20 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 COLUMNS = ["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"]
+# column names per layout: UCI Online Retail II, and the older UCI Online Retail (same values, other names)
+LAYOUTS = {
+    "online_retail_ii": COLUMNS,
+    "online_retail_v1": [
+        "InvoiceNo",
+        "StockCode",
+        "Description",
+        "Quantity",
+        "InvoiceDate",
+        "UnitPrice",
+        "CustomerID",
+        "Country",
+    ],
+}
 
 _SCHEMA = pa.schema(
     [
@@ -708,19 +722,19 @@ def _pipelined(chunks, write) -> None:
             pending.result()
 
 
-def _write_csv(path: Path, chunks, gz: bool) -> None:
-    """Append the chunks as CSV (gzip-compressed if `gz`) under one header.
+def _write_csv(path: Path, chunks, gz: bool, names: list[str]) -> None:
+    """Append the chunks as CSV (gzip-compressed if `gz`) under one header of `names`.
 
     Values are never quoted: no generated text holds a comma, quote or line break (Arrow raises if one does).
     """
     options = pacsv.WriteOptions(include_header=False, quoting_style="none")
     with gzip.open(path, "wb", compresslevel=_GZIP_LEVEL) if gz else open(path, "wb") as sink:
-        sink.write((",".join(COLUMNS) + "\n").encode())
+        sink.write((",".join(names) + "\n").encode())
         _pipelined((_csv_ready(t) for t in chunks), lambda table: pacsv.write_csv(table, sink, options))
 
 
-def _write_xlsx(path: Path, df: pd.DataFrame) -> None:
-    """Two sheets like the UCI workbook; 1-9 December 2010 appears in both."""
+def _write_xlsx(path: Path, df: pd.DataFrame, names: list[str]) -> None:
+    """Two sheets like the UCI workbook, columns named `names`; 1-9 December 2010 appears in both."""
     with pd.ExcelWriter(path, engine="openpyxl") as writer:
         for name, lo, hi in _SHEETS:
             sel = pd.Series(True, index=df.index)
@@ -728,7 +742,7 @@ def _write_xlsx(path: Path, df: pd.DataFrame) -> None:
                 sel &= df["InvoiceDate"] >= pd.Timestamp(lo)
             if hi:
                 sel &= df["InvoiceDate"] < pd.Timestamp(hi)
-            df[sel].to_excel(writer, sheet_name=name, index=False)
+            df[sel].set_axis(names, axis=1).to_excel(writer, sheet_name=name, index=False)
 
 
 def write_transactions(
@@ -737,14 +751,20 @@ def write_transactions(
     n_customers: int | None = None,
     seed: int = 42,
     chunk_rows: int = 2_000_000,
+    layout: str = "online_retail_ii",
 ) -> Path:
     """Write generated transactions to `path` (.csv, .csv.gz, .parquet or .xlsx), atomically; return the path.
 
     CSV and Parquet are streamed chunk by chunk (`chunk_rows` rows each), so memory stays flat at any size.
-    The .xlsx workbook has the two UCI sheets and is limited to 1,000,000 rows.
+    The .xlsx workbook has the two UCI sheets and is limited to 1,000,000 rows. `layout` names the columns
+    (LAYOUTS): "online_retail_ii" (Invoice, Price, Customer ID) or the older "online_retail_v1" (InvoiceNo,
+    UnitPrice, CustomerID); the values are the same.
     """
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be positive")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r} (use {' or '.join(LAYOUTS)})")
+    names = LAYOUTS[layout]
     path = Path(path)
     name = path.name.lower()
     fmt = next((f for f in ("csv.gz", "csv", "parquet", "xlsx") if name.endswith("." + f)), None)
@@ -757,12 +777,16 @@ def write_transactions(
     chunks = _chunks(rows, n_customers, seed, chunk_rows if fmt != "xlsx" else _XLSX_MAX_ROWS)
     try:
         if fmt == "xlsx":
-            _write_xlsx(tmp, _to_pandas(pa.concat_tables(chunks)))
+            _write_xlsx(tmp, _to_pandas(pa.concat_tables(chunks)), names)
         elif fmt == "parquet":
-            with pq.ParquetWriter(tmp, _SCHEMA, compression="zstd") as writer:
-                _pipelined(chunks, lambda table: writer.write_table(table, row_group_size=1_000_000))
+            schema = pa.schema([f.with_name(n) for f, n in zip(_SCHEMA, names)])
+            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+                _pipelined(
+                    (t.rename_columns(names) for t in chunks),
+                    lambda table: writer.write_table(table, row_group_size=1_000_000),
+                )
         else:
-            _write_csv(tmp, chunks, gz=fmt == "csv.gz")
+            _write_csv(tmp, chunks, gz=fmt == "csv.gz", names=names)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -19,7 +19,7 @@ import pytest
 from seg_pipeline import settings
 from seg_pipeline.insights.analysis import shape_figures
 from seg_pipeline.partitions import quarters_covered
-from seg_pipeline.sample_data import write_transactions
+from seg_pipeline.sample_data import LAYOUTS, write_transactions
 from tests.conftest import read_table
 from tests.pipeline.helpers import ingest_and_clean, materialize
 
@@ -96,3 +96,38 @@ def test_same_seed_same_file_other_seed_other_file(tmp_path):
     b = write_transactions(tmp_path / "b.csv", n_customers=300, seed=5).read_bytes()
     c = write_transactions(tmp_path / "c.csv", n_customers=300, seed=6).read_bytes()
     assert a == b and a != c
+
+
+def test_older_uci_layout_names_the_columns_and_keeps_every_value(tmp_path):
+    ii = write_transactions(tmp_path / "ii.csv", n_customers=300, seed=5).read_text().splitlines()
+    v1 = write_transactions(tmp_path / "v1.csv", n_customers=300, seed=5, layout="online_retail_v1")
+    v1 = v1.read_text().splitlines()
+    assert v1[0] == "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
+    assert ii[0] == "Invoice,StockCode,Description,Quantity,InvoiceDate,Price,Customer ID,Country"
+    assert v1[1:] == ii[1:] and len(v1) > 10_000
+    pq_ii = pd.read_parquet(write_transactions(tmp_path / "ii.parquet", n_customers=300, seed=5))
+    pq_v1 = pd.read_parquet(
+        write_transactions(tmp_path / "v1.parquet", n_customers=300, seed=5, layout="online_retail_v1")
+    )
+    assert list(pq_v1.columns) == LAYOUTS["online_retail_v1"]
+    pd.testing.assert_frame_equal(pq_v1.set_axis(list(pq_ii.columns), axis=1), pq_ii)
+
+
+def test_unknown_layout_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match=r"^unknown layout 'uci3' \(use online_retail_ii or online_retail_v1\)$"):
+        write_transactions(tmp_path / "x.csv", n_customers=50, layout="uci3")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_generate_offers_the_generator_layouts(tmp_path):
+    from click.testing import CliRunner
+
+    from seg_pipeline.cli import generate, main
+
+    choices = next(p for p in generate.params if p.name == "layout").type.choices
+    assert list(choices) == list(LAYOUTS)
+    out = tmp_path / "old.csv"
+    args = ["generate", "--customers", "60", "--seed", "3", "--layout", "online_retail_v1", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert out.read_text().splitlines()[0] == ",".join(LAYOUTS["online_retail_v1"])
