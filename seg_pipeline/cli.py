@@ -523,12 +523,19 @@ def run(source, mapping, home, quarters, refit) -> None:
 @click.option("--customers", type=int, default=None)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help=".csv, .csv.gz, .parquet or .xlsx")
-def generate(rows, customers, seed, out) -> None:
+@click.option(
+    "--layout",
+    type=click.Choice(["online_retail_ii", "online_retail_v1"]),
+    default="online_retail_ii",
+    show_default=True,
+    help="Column names: UCI Online Retail II, or the older UCI Online Retail (InvoiceNo, UnitPrice, CustomerID).",
+)
+def generate(rows, customers, seed, out, layout) -> None:
     """Write generated Online Retail II-shaped transactions."""
     from .sample_data import write_transactions
 
     t0 = time.perf_counter()
-    path = write_transactions(out, rows=rows, n_customers=customers, seed=seed)
+    path = write_transactions(out, rows=rows, n_customers=customers, seed=seed, layout=layout)
     console.print(f"wrote {_t(path)} in {time.perf_counter() - t0:.1f}s")
 
 

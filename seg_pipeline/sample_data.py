@@ -27,6 +27,20 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 COLUMNS = ["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"]
+# column names per layout: UCI Online Retail II, and the older UCI Online Retail (same values, other names)
+LAYOUTS = {
+    "online_retail_ii": COLUMNS,
+    "online_retail_v1": [
+        "InvoiceNo",
+        "StockCode",
+        "Description",
+        "Quantity",
+        "InvoiceDate",
+        "UnitPrice",
+        "CustomerID",
+        "Country",
+    ],
+}
 
 _SCHEMA = pa.schema(
     [
@@ -49,8 +63,14 @@ _GUEST_SHARE = 0.225  # share of product lines on guest invoices (no Customer ID
 _CANCEL_SHARE = 0.018  # share of rows on "C" invoices
 _DUP_SHARE = 0.01  # share of rows followed by an exact copy
 _OVERHEAD = 1.037  # all rows / product lines (cancellations, duplicates, service lines, notes)
-_RATE = 4.0  # orders beyond the second per customer over the whole period, median value
-_LIFECYCLE_P = (0.27, 0.24, 0.15, 0.12, 0.22)  # one-time, lapsing, growing, returning, steady
+# Calibrated so the latest segmented quarter (2011-Q3, 12 months to 2011-09-30) of the default data is shaped
+# like a real Online Retail II export over the same months (Gini 0.71, top 20% of customers 74% of revenue,
+# 37% one-order customers, p90 spend 5.3x the median; tests/test_sample_data_shape.py): a wide value spread
+# that also drives the order rate, and a small wholesale tail.
+_RATE = 2.9  # orders beyond the second per customer over the whole period, median value
+_LIFECYCLE_P = (0.18, 0.26, 0.17, 0.13, 0.26)  # one-time, lapsing, growing, returning, steady
+_VALUE_SIGMA, _VALUE_EXP_RATE = 1.42, 0.4  # customer value ~ lognormal(0, sigma); order rate ~ value^exp
+_WHOLESALE_P = (0.012, 0.08, 0.6)  # share of wholesale customers: United Kingdom, other countries, EIRE
 _ONCE, _LAPSE, _GROW, _RETURN = 0, 1, 2, 3
 _SHEETS = (("Year 2009-2010", None, "2010-12-10"), ("Year 2010-2011", "2010-12-01", None))
 
@@ -392,13 +412,15 @@ def _price(rng, rule: tuple, n: int) -> np.ndarray:
 def _customers(rng, n: int, cal: dict, rows: int | None) -> dict:
     """Customer attributes and life cycles; s is business time in [0, 1) over the trading calendar.
 
-    Value (lognormal) drives basket size, quantities and (mildly) order rate; a few are wholesale. Customers
+    Value (lognormal) drives order rate, basket size and quantities; a few are wholesale. Customers
     arrive over the period (20% already known at the start, a wave in November-December), then lapse, grow,
     leave and come back, stay steady, or never return.
     """
     country = rng.choice(len(_COUNTRIES), n, p=_COUNTRY_P)
-    value = rng.lognormal(0.0, 1.2, n)
-    wholesale = rng.random(n) < np.where(country == 0, 0.008, np.where(country == _EIRE, 0.6, 0.06))
+    value = rng.lognormal(0.0, _VALUE_SIGMA, n)
+    wholesale = rng.random(n) < np.where(
+        country == 0, _WHOLESALE_P[0], np.where(country == _EIRE, _WHOLESALE_P[2], _WHOLESALE_P[1])
+    )
     kind = rng.choice(len(_LIFECYCLE_P), n, p=_LIFECYCLE_P)
     r = rng.random(n)
     s_a = np.where(r < 0.2, 0.0, rng.random(n) * 0.995)
@@ -412,7 +434,7 @@ def _customers(rng, n: int, cal: dict, rows: int | None) -> dict:
     active = s_end - s_a - gap
     s_first = np.where(r < 0.2, s_a + np.minimum(0.1, active) * rng.random(n), s_a)
     repeat = kind != _ONCE
-    lam = np.where(repeat, _RATE * value**0.25 * active, 0.0)
+    lam = np.where(repeat, _RATE * value**_VALUE_EXP_RATE * active, 0.0)
     mean_lines = np.clip(rng.lognormal(np.log(19.0), 0.35, n) * value**0.15, 2, 34)
     if rows is not None:  # scale order rates so the chunk lands just above `rows` (trimmed later)
         target = rows * 1.06 / _OVERHEAD * (1 - _GUEST_SHARE)
@@ -700,19 +722,19 @@ def _pipelined(chunks, write) -> None:
             pending.result()
 
 
-def _write_csv(path: Path, chunks, gz: bool) -> None:
-    """Append the chunks as CSV (gzip-compressed if `gz`) under one header.
+def _write_csv(path: Path, chunks, gz: bool, names: list[str]) -> None:
+    """Append the chunks as CSV (gzip-compressed if `gz`) under one header of `names`.
 
     Values are never quoted: no generated text holds a comma, quote or line break (Arrow raises if one does).
     """
     options = pacsv.WriteOptions(include_header=False, quoting_style="none")
     with gzip.open(path, "wb", compresslevel=_GZIP_LEVEL) if gz else open(path, "wb") as sink:
-        sink.write((",".join(COLUMNS) + "\n").encode())
+        sink.write((",".join(names) + "\n").encode())
         _pipelined((_csv_ready(t) for t in chunks), lambda table: pacsv.write_csv(table, sink, options))
 
 
-def _write_xlsx(path: Path, df: pd.DataFrame) -> None:
-    """Two sheets like the UCI workbook; 1-9 December 2010 appears in both."""
+def _write_xlsx(path: Path, df: pd.DataFrame, names: list[str]) -> None:
+    """Two sheets like the UCI workbook, columns named `names`; 1-9 December 2010 appears in both."""
     with pd.ExcelWriter(path, engine="openpyxl") as writer:
         for name, lo, hi in _SHEETS:
             sel = pd.Series(True, index=df.index)
@@ -720,7 +742,7 @@ def _write_xlsx(path: Path, df: pd.DataFrame) -> None:
                 sel &= df["InvoiceDate"] >= pd.Timestamp(lo)
             if hi:
                 sel &= df["InvoiceDate"] < pd.Timestamp(hi)
-            df[sel].to_excel(writer, sheet_name=name, index=False)
+            df[sel].set_axis(names, axis=1).to_excel(writer, sheet_name=name, index=False)
 
 
 def write_transactions(
@@ -729,14 +751,20 @@ def write_transactions(
     n_customers: int | None = None,
     seed: int = 42,
     chunk_rows: int = 2_000_000,
+    layout: str = "online_retail_ii",
 ) -> Path:
     """Write generated transactions to `path` (.csv, .csv.gz, .parquet or .xlsx), atomically; return the path.
 
     CSV and Parquet are streamed chunk by chunk (`chunk_rows` rows each), so memory stays flat at any size.
-    The .xlsx workbook has the two UCI sheets and is limited to 1,000,000 rows.
+    The .xlsx workbook has the two UCI sheets and is limited to 1,000,000 rows. `layout` names the columns
+    (LAYOUTS): "online_retail_ii" (Invoice, Price, Customer ID) or the older "online_retail_v1" (InvoiceNo,
+    UnitPrice, CustomerID); the values are the same.
     """
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be positive")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r} (use {' or '.join(LAYOUTS)})")
+    names = LAYOUTS[layout]
     path = Path(path)
     name = path.name.lower()
     fmt = next((f for f in ("csv.gz", "csv", "parquet", "xlsx") if name.endswith("." + f)), None)
@@ -749,12 +777,16 @@ def write_transactions(
     chunks = _chunks(rows, n_customers, seed, chunk_rows if fmt != "xlsx" else _XLSX_MAX_ROWS)
     try:
         if fmt == "xlsx":
-            _write_xlsx(tmp, _to_pandas(pa.concat_tables(chunks)))
+            _write_xlsx(tmp, _to_pandas(pa.concat_tables(chunks)), names)
         elif fmt == "parquet":
-            with pq.ParquetWriter(tmp, _SCHEMA, compression="zstd") as writer:
-                _pipelined(chunks, lambda table: writer.write_table(table, row_group_size=1_000_000))
+            schema = pa.schema([f.with_name(n) for f, n in zip(_SCHEMA, names)])
+            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+                _pipelined(
+                    (t.rename_columns(names) for t in chunks),
+                    lambda table: writer.write_table(table, row_group_size=1_000_000),
+                )
         else:
-            _write_csv(tmp, chunks, gz=fmt == "csv.gz")
+            _write_csv(tmp, chunks, gz=fmt == "csv.gz", names=names)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

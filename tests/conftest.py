@@ -15,7 +15,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 from seg_pipeline.cli import run_pipeline  # noqa: E402
 from seg_pipeline.sample_data import write_transactions  # noqa: E402
 
-SMALL_CUSTOMERS = 400  # ~33k lines over two years; the thinnest quarter (2009-Q4) has ~50 customers
+SMALL_CUSTOMERS = 400  # ~32k lines over two years; the thinnest quarter (2009-Q4) has ~50 customers
 
 
 def pytest_configure(config):

@@ -3,6 +3,8 @@
 - segment_profile: one row per segment (counts, shares, mean and median features, description, action);
 - concentration: Lorenz curve, Gini, top-10%/20% revenue shares, the smallest share of customers that
   brings 50% / 80% of revenue; headline: "X% of customers generate Y% of revenue" for the top segment;
+- shape_figures: those concentration figures plus the one-order share and p90/median spend of a quarter's
+  customers (how the default data is compared with a real export);
 - store_risk: per store (or country), the share of its revenue from its top 10 customers and from its top
   10% of customers, its customer count and segment mix, flagged above a threshold;
 - winback: high-value customers who have not bought for a while, ranked by revenue at risk;
@@ -124,6 +126,25 @@ def concentration(revenue) -> Concentration:
         customers_for_80pct=customers_for_share(x, 0.80),
         lorenz=lorenz_points(x),
     )
+
+
+def shape_figures(monetary: pd.Series, frequency: pd.Series) -> dict[str, float]:
+    """How a quarter's customer base is shaped, from customer_features' monetary and frequency (one value per
+    customer): Gini, the revenue shares of the top 10% / 20% of customers, the smallest share of customers
+    bringing half of revenue, the share of customers with one order, and the 90th-percentile spend over the
+    median (pandas' linear quantile). The figures README and tests/test_sample_data_shape.py compare the
+    default data with a real Online Retail II export by."""
+    m = pd.Series(monetary, dtype="float64")
+    c = concentration(m)
+    return {
+        "customers": c.customers,
+        "gini": c.gini,
+        "top_10pct_revenue_share": c.top_10pct_share,
+        "top_20pct_revenue_share": c.top_20pct_share,
+        "share_customers_for_50pct_revenue": c.share_customers_for_50pct,
+        "one_order_share": float((pd.Series(frequency) == 1).mean()),
+        "p90_to_median": float(m.quantile(0.9) / m.median()),
+    }
 
 
 def headline_of(profile: pd.DataFrame) -> str:

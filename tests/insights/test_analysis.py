@@ -73,6 +73,28 @@ def test_concentration_refuses_empty_or_negative_revenue():
         A.concentration([10, -1])
 
 
+def test_shape_figures_of_the_worked_example():
+    # frequency 5, 2, 1, 1, 3: two of five customers placed one order; p90 of 10, 15, 25, 50, 100 (linear):
+    # position 0.9 x 4 = 3.6 -> 50 + 0.6 x 50 = 80, median 25 -> 80 / 25 = 3.2
+    f = A.shape_figures(pd.Series(REVENUE), pd.Series([5, 2, 1, 1, 3]))
+    assert f == pytest.approx(
+        {
+            "customers": 5,
+            "gini": 0.43,
+            "top_10pct_revenue_share": 0.5,
+            "top_20pct_revenue_share": 0.5,
+            "share_customers_for_50pct_revenue": 0.2,
+            "one_order_share": 0.4,
+            "p90_to_median": 3.2,
+        }
+    )
+
+
+def test_shape_figures_refuses_negative_revenue():
+    with pytest.raises(ValueError):
+        A.shape_figures(pd.Series([10.0, -1.0]), pd.Series([1, 1]))
+
+
 def _customers() -> pd.DataFrame:
     """Five customers in two segments: 'High-Value Loyal' = the 100 and 50 customers, 'Dormant' the rest."""
     return pd.DataFrame(

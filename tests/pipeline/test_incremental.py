@@ -24,19 +24,24 @@ def _step_metadata(result, asset: str) -> dict:
 @pytest.fixture(scope="module")
 def split_files(tmp_path_factory, small_csv):
     """history.csv (sales before SPLIT) and new.csv (from SPLIT on, plus an exact copy of a line of
-    history.csv that cleaning keeps, and a copy of one of its own lines)."""
+    history.csv that cleaning keeps, and a copy of one of its own lines that cleaning keeps)."""
     d = tmp_path_factory.mktemp("incremental")
     text = read_source_text(small_csv)
     ts = pd.to_datetime(text.InvoiceDate)
     history, new = text[ts < SPLIT], text[ts >= SPLIT]
-    kept_line = history[
-        (history["Customer ID"] != "")
-        & ~history.Invoice.str.startswith("C")
-        & (history.Quantity.astype(float) > 0)
-        & (history.Price.astype(float) > 0)
-        & history.StockCode.str.match(r"^\d{5}")
-    ].iloc[[0]]
-    own_line = new.iloc[[len(new) // 2]]
+
+    def kept(lines: pd.DataFrame) -> pd.DataFrame:  # lines cleaning keeps: a customer's product sale
+        return lines[
+            (lines["Customer ID"] != "")
+            & ~lines.Invoice.str.startswith("C")
+            & (lines.Quantity.astype(float) > 0)
+            & (lines.Price.astype(float) > 0)
+            & lines.StockCode.str.match(r"^\d{5}")
+        ]
+
+    kept_line = kept(history).iloc[[0]]
+    own_kept = kept(new)
+    own_line = own_kept.iloc[[len(own_kept) // 2]]
     new = pd.concat([new, kept_line, own_line], ignore_index=True)
     history.to_csv(d / "history.csv", index=False)
     new.to_csv(d / "new.csv", index=False)

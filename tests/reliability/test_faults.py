@@ -85,7 +85,9 @@ def snapshot(home: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
     d = tmp_path_factory.mktemp("src")
-    old = _write(_frame(seed=11), d / "v1" / "sales.csv")
+    # seeds whose customer_value fits converge in both quarters (seed 11 of the current generator gives 66
+    # customers in 2011-Q3 on which BG/NBD returns NaN estimates: the contract blocks that quarter)
+    old = _write(_frame(seed=13), d / "v1" / "sales.csv")
     new = _write(_frame(seed=12), d / "v2" / "sales.csv")  # a different history: every table changes
     return old, new
 
