@@ -349,7 +349,9 @@ def print_summary(home: Path, quarter: str | None = None) -> None:
         )
         m.add_column(_cell("from \\ to"), no_wrap=True)
         for c in counts.columns:
-            m.add_column(_cell(c), justify="right")
+            # a header word per line (names break after '-' and '/' too), so 10+ labels fit a 132-column terminal
+            words = re.split(r"(?<=[-/])|\s+", str(c))
+            m.add_column(Text("\n").join(_cell(w) for w in words if w), justify="right", overflow="fold")
         for idx, row in counts.iterrows():
             m.add_row(_cell(idx), *[_cell(f"{v:,}") for v in row])
         console.print(m)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
+from ..ml.naming import segment_names
 from .analysis import headline_of, transition_counts
 
 
@@ -37,14 +39,14 @@ def latest_summary(database: Path, quarter: str | None = None):
         ).df()
         if summary.empty:
             return None
-        counts = None
+        headline = headline_of(summary)
+        hist = None
         if "segment_migration_history" in tables:
             hist = con.execute(
                 "SELECT from_segment, to_segment FROM segment_migration_history WHERE quarter = ?", [quarter]
             ).df()
-            if not hist.empty:
-                counts = transition_counts(hist, list(summary["segment"]))
-        headline = headline_of(summary)
+        summary, hist = fold_descriptive(summary, hist)
+        counts = transition_counts(hist, list(summary["segment"])) if hist is not None and not hist.empty else None
         pending = _uncleaned_files(con, tables)
         if pending:
             headline += (
@@ -62,6 +64,40 @@ def latest_summary(database: Path, quarter: str | None = None):
         return quarter, summary, counts, headline
     finally:
         con.close()
+
+
+OTHER = "Other"
+_MEANS = ("mean_recency_days", "mean_frequency", "mean_monetary")
+
+
+def fold_descriptive(summary: pd.DataFrame, history: pd.DataFrame | None):
+    """For the terminal: the descriptive labels (names not in the catalogue, given to the few customers no
+    catalogue name fits, e.g. "Cooling repeat low-spend") folded into one row `OTHER`, and into one row and
+    column of the migration history, so the summary stays readable on a terminal. Customers, shares and
+    revenue are summed, the means weighted by customers. The tables, the report and the CSV files keep
+    every label; with one descriptive label or none, nothing is folded."""
+    names = set(segment_names())
+    other = [s for s in summary["segment"] if s not in names]
+    if len(other) < 2:
+        return summary, history
+    part = summary[summary["segment"].isin(other)]
+    w = part["customers"].astype("float64")
+    row = {
+        "segment": f"{OTHER} ({len(other)})",
+        "customers": int(w.sum()),
+        "share_customers": float(part["share_customers"].sum()),
+        "share_revenue": float(part["share_revenue"].sum()),
+        "action": "No catalogue action: each of these small groups is in the report and cluster_profiles.csv.",
+        **{m: float((part[m] * w).sum() / w.sum()) for m in _MEANS},
+    }
+    folded = pd.concat([summary[~summary["segment"].isin(other)], pd.DataFrame([row])], ignore_index=True).sort_values(
+        "share_revenue", ascending=False, kind="mergesort"
+    )
+    if history is not None:
+        history = history.replace({"from_segment": dict.fromkeys(other, row["segment"])}).replace(
+            {"to_segment": dict.fromkeys(other, row["segment"])}
+        )
+    return folded.reset_index(drop=True), history
 
 
 def _uncleaned_files(con, tables: set[str]) -> list[str]:

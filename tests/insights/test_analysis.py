@@ -358,3 +358,38 @@ def test_transition_counts_put_new_and_lapsed_last():
     assert counts.loc["A", "B"] == 1 and counts.loc["new", "A"] == 1 and counts.loc["B", "lapsed"] == 1
     big = A.biggest_moves(history, {"A": 2, "B": 1})
     assert set(big["move"]) == {"new", "lapsed", "downgraded"} and big["customers"].sum() == 3
+
+
+def test_the_terminal_summary_folds_descriptive_labels_into_one_row_and_column():
+    """Descriptive labels (not in the catalogue) are one 'Other (n)' row of the terminal summary and one row
+    and column of its migration matrix: counts summed, means weighted by customers; catalogue names stay."""
+    from seg_pipeline.insights.summary import fold_descriptive
+
+    summary = pd.DataFrame(
+        {
+            "segment": ["High-Value Loyal", "Cooling repeat low-spend", "Active frequent low-spend"],
+            "customers": [10, 3, 1],
+            "share_customers": [10 / 14, 3 / 14, 1 / 14],
+            "share_revenue": [0.9, 0.07, 0.03],
+            "mean_recency_days": [10.0, 100.0, 20.0],
+            "mean_frequency": [5.0, 2.0, 6.0],
+            "mean_monetary": [900.0, 50.0, 60.0],
+            "action": ["Protect margin", "No catalogue action", "No catalogue action"],
+        }
+    )
+    history = pd.DataFrame(
+        {
+            "from_segment": ["new", "Cooling repeat low-spend", "Active frequent low-spend", "High-Value Loyal"],
+            "to_segment": ["Active frequent low-spend", "Cooling repeat low-spend", "lapsed", "High-Value Loyal"],
+        }
+    )
+    folded, hist = fold_descriptive(summary, history)
+    assert folded["segment"].tolist() == ["High-Value Loyal", "Other (2)"]
+    other = folded.iloc[1]
+    assert other.customers == 4 and other.share_revenue == pytest.approx(0.10)
+    assert other.mean_recency_days == pytest.approx((3 * 100 + 20) / 4)
+    assert other.mean_frequency == pytest.approx((3 * 2 + 6) / 4)
+    assert hist["from_segment"].tolist() == ["new", "Other (2)", "Other (2)", "High-Value Loyal"]
+    assert hist["to_segment"].tolist() == ["Other (2)", "Other (2)", "lapsed", "High-Value Loyal"]
+    one = summary.iloc[:2]
+    assert fold_descriptive(one, history)[0] is one  # a single descriptive label is shown as it is
