@@ -13,6 +13,7 @@ import pytest
 
 from seg_pipeline.insights import analysis
 from seg_pipeline.insights.report import REPORT_HTML, REPORT_MD
+from seg_pipeline.ml.naming import load_catalogue
 from tests.conftest import read_table
 
 PLOTS = [
@@ -135,6 +136,28 @@ def test_markdown_report_points_at_the_plot_files(latest):
     for ref in refs:
         assert (folder(home, q) / ref).read_bytes()[:8] == PNG_MAGIC
     assert "of customers generate" in md
+
+
+def test_both_reports_say_why_each_label_with_the_shares_meeting_its_conditions(latest):
+    """Per segment, the report shows the share of its customers meeting each condition of its name, as
+    segment_profile records it; every catalogue name's conditions appear with a share."""
+    from seg_pipeline.escaping import markdown
+
+    home, q = latest
+    md = (folder(home, q) / REPORT_MD).read_text(encoding="utf-8")
+    html = (folder(home, q) / "report.html").read_text(encoding="utf-8")
+    prof = read_table(home, "SELECT segment, conditions_met FROM segment_profile WHERE quarter = ?", [q])
+    catalogue = load_catalogue().by_name()
+    named = prof[prof.segment.isin(catalogue)]
+    assert len(named) >= 3
+    for r in named.itertuples():
+        seg = catalogue[r.segment]
+        assert [part.split(":")[0].split(" ")[0] for part in r.conditions_met.split(", ")] == [
+            f for f, b in seg.conditions.items() for _ in b
+        ]
+        assert re.fullmatch(r"([a-z_]+ [<>]= [0-9.]+: \d+%(, )?)+", r.conditions_met)
+        assert f"| **{markdown(r.segment)}** | {markdown(seg.description)} | {markdown(r.conditions_met)} |" in md
+        assert f"<td>{r.conditions_met.replace('>', '&gt;').replace('<', '&lt;')}</td>" in html
 
 
 def test_winback_list_follows_the_default_rule(latest):

@@ -118,6 +118,7 @@ def _hostile_quarter():
     profile["mean_p_alive"] = profile["mean_clv"] = profile["total_clv"] = np.nan
     profile["description"] = [SCRIPT + "\n" + TABLE_BREAK, JS_LINK]
     profile["action"] = ["=cmd|' /C calc'!A0", "@SUM(1+1)"]
+    profile["conditions_met"] = ["frequency >= 2: 100%", ""]
     sales = customers[["main_country", "customer_id", "monetary"]].rename(
         columns={"main_country": "store", "monetary": "revenue"}
     )
@@ -207,9 +208,12 @@ def test_report_md_keeps_every_value_as_text(written):
     # the segment table: exact rows, a newline and pipes inside a description stay in their cell
     assert (
         f"| **{seg}** | &lt;script&gt;alert\\(&#x27;x&#x27;\\)&lt;/script&gt; a \\| b \\| c "
-        "| =cmd\\|&#x27; /C calc&#x27;\\!A0 |" in md
+        "| frequency &gt;= 2: 100% | =cmd\\|&#x27; /C calc&#x27;\\!A0 |" in md
     )
-    assert f"| **{img}** | \\[click\\]\\(javascript:alert\\(1\\)\\) | @SUM\\(1+1\\) |" in md
+    assert (
+        f"| **{img}** | \\[click\\]\\(javascript:alert\\(1\\)\\) | descriptive: its words are its own figures "
+        "| @SUM\\(1+1\\) |" in md
+    )
     # the long country and the mathtext country are plain cells
     assert f"| Republic of {'Very' * 101} | 1 |" in md
     assert "| \\$\\\\bad\\$ land | 1 |" in md
@@ -362,8 +366,10 @@ def test_summary_prints_segment_names_actions_and_headline_as_text(captured, mon
     assert "\x1b]8;" not in out  # no terminal hyperlink, neither rich's nor the data's
     assert "\x1b[2J" not in out  # the data's escape sequence is shown, not run
     plain = re.sub(r"\x1b\[[0-9;]*m", "", out)  # rich's own colours only
-    # the segment table, the headline, the action list, the migration table's row and column
-    assert plain.count("[link=https://evil.example]Champions[/link]") == 5
+    # the segment table, the headline, the action list, the migration table's row and column (whose header
+    # puts a word per line, breaking after '/')
+    assert plain.count("[link=https://evil.example]Champions[/link]") == 4
+    assert plain.count("evil.example]Champions[/") == 5 and "[link=https:/" in plain
     assert "Clear\\x1b[2J" in plain and "[red]call[/red]" in plain and "\\x1b]8;;http://evil\\x1b\\x" in plain
 
 
