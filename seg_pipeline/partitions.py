@@ -101,8 +101,8 @@ def quarters_covered(first_day: date, last_day: date) -> list[Quarter]:
 
 # quarter_plan's thresholds (README, Configuration, "Quarters")
 MIN_QUARTER_SHARE = 0.10  # a quarter at the data's edge with fewer lines than 10% of the median quarter: set aside
-END_WINDOW_DAYS = 14  # the last weeks of a quarter that must hold sales for it to count as reached at its end
-MIN_END_DENSITY = 0.25  # ... at least 25% of the lines of a typical 14 days (the median quarter's, per day)
+END_WINDOW_DAYS = 7  # the last week of a quarter must hold sales for it to count as reached at its end
+MIN_END_DENSITY = 0.25  # ... at least 25% of the lines of a typical 7 days (the median quarter's, per day)
 
 
 @dataclass(frozen=True)

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import click
 import dagster as dg
 import pandas as pd
 import pytest
 
+from seg_pipeline.cli import run_pipeline
 from seg_pipeline.definitions import defs
 from seg_pipeline.partitions import quarter_plan, quarterly_partitions, registered_quarters
 from seg_pipeline.resources import build_resources
 from seg_pipeline.sample_data import write_transactions
 from seg_pipeline.schedules import TARGET_TAG
 from tests.conftest import read_table, run
-from tests.pipeline.helpers import ingest_and_clean
+from tests.pipeline.helpers import ingest_and_clean, write_uci_csv
 
 YEARS_BACK = 13  # generated data starts 2009-12-01: shifted, it starts 1996-12-01
 
@@ -137,7 +139,7 @@ def test_a_stray_row_months_later_makes_no_quarter():
     assert plan.set_aside == {
         "2011-Q4": (
             7000,  # 1 October .. 9 December, 100 a day
-            "its last 14 days hold 0 line(s), under 25% of a typical 14 days (1,377): the data does not reach its end",
+            "its last 7 days hold 0 line(s), under 25% of a typical 7 days (689): the data does not reach its end",
         ),
         "2012-Q1": (1, "under 10% of the median quarter (9,050 lines)"),
     }
@@ -157,7 +159,7 @@ def test_one_row_on_the_last_day_does_not_complete_a_quarter():
     assert plan.set_aside == {
         "2011-Q3": (
             7201,
-            "its last 14 days hold 1 line(s), under 25% of a typical 14 days (1,377): the data does not reach its end",
+            "its last 7 days hold 1 line(s), under 25% of a typical 7 days (689): the data does not reach its end",
         )
     }
 
@@ -178,3 +180,26 @@ def test_a_stray_row_is_reported_and_adds_no_partition(tmp_path, old_source, dag
     assert meta["quarters_set_aside"]["1999-Q2"] == {"lines": 1, "why": meta["quarters_set_aside"]["1999-Q2"]["why"]}
     assert meta["quarters_set_aside"]["1999-Q2"]["why"].startswith("under 10% of the median quarter (")
     assert meta["last_sale"] == "1999-06-30 10:00:00"
+
+
+def test_the_cli_offers_no_quarter_a_stray_row_makes(tmp_path, dagster_instance):
+    """Sales from 1 April to 21 June 2011 and one row mistyped as 5 October: by first and last date the data
+    would cover 2011-Q2 and 2011-Q3 (headline 2011-Q3, a quarter without a sale). The CLI offers neither: the
+    export stops inside 2011-Q2 and the stray row is set aside, and it says so."""
+    start = date(2011, 4, 1)
+    rows = [
+        [str(550000 + i), "85123A", "WHITE HANGING HEART", "2", f"{start + timedelta(days=i // 3)} 10:00:00", "2.55",
+         str(13000 + i % 40), "United Kingdom"]
+        for i in range(82 * 3)
+    ]  # fmt: skip
+    rows.append(
+        ["559999", "85123A", "WHITE HANGING HEART", "2", "2011-10-05 10:00:00", "2.55", "13001", "United Kingdom"]
+    )
+    src = write_uci_csv(tmp_path / "sales.csv", rows)
+    with pytest.raises(click.ClickException) as err:
+        run_pipeline(tmp_path / "home", source=str(src), quarters="latest", quiet=True, instance=dagster_instance)
+    assert err.value.message == (
+        "the data (2011-04-01 .. 2011-10-05) covers no complete quarter (not offered: 2011-Q2 (246 lines: its last "
+        "7 days hold 0 line(s), under 25% of a typical 7 days (10): the data does not reach its end); 2011-Q4 "
+        "(1 line: under 10% of the median quarter (124 lines)))"
+    )
