@@ -164,7 +164,15 @@ def test_one_row_on_the_last_day_does_not_complete_a_quarter():
     }
 
 
-def test_a_stray_row_is_reported_and_adds_no_partition(tmp_path, old_source, dagster_instance):
+@pytest.fixture
+def own_instance():
+    """An instance of the test's own (the module's runs use instance_for_test, which the shared one must not
+    outlive: sharing them broke later modules' runs)."""
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
+def test_a_stray_row_is_reported_and_adds_no_partition(tmp_path, old_source, own_instance):
     """The 1996-1998 sales plus one row mistyped as 1999-06-30: the partitions stay the 8 quarters of the data
     (the CLI's headline quarter is the last of them), and cleaned_sales' metadata lists what was set aside."""
     src, _, last = old_source
@@ -173,16 +181,16 @@ def test_a_stray_row_is_reported_and_adds_no_partition(tmp_path, old_source, dag
     stray["Invoice"], stray["InvoiceDate"] = "999999", "1999-06-30 10:00:00"
     out = tmp_path / "with_stray.csv"
     pd.concat([df, stray]).to_csv(out, index=False)
-    result = ingest_and_clean(tmp_path / "home", out, dagster_instance)
+    result = ingest_and_clean(tmp_path / "home", out, own_instance)
     meta = {k: v.value for k, v in result.asset_materializations_for_node("cleaned_sales")[0].metadata.items()}
-    assert meta["quarter_keys"] == registered_quarters(dagster_instance)
+    assert meta["quarter_keys"] == registered_quarters(own_instance)
     assert len(meta["quarter_keys"]) == 8 and meta["quarter_keys"][-1] == "1998-07-01"
     assert meta["quarters_set_aside"]["1999-Q2"] == {"lines": 1, "why": meta["quarters_set_aside"]["1999-Q2"]["why"]}
     assert meta["quarters_set_aside"]["1999-Q2"]["why"].startswith("under 10% of the median quarter (")
     assert meta["last_sale"] == "1999-06-30 10:00:00"
 
 
-def test_the_cli_offers_no_quarter_a_stray_row_makes(tmp_path, dagster_instance):
+def test_the_cli_offers_no_quarter_a_stray_row_makes(tmp_path, own_instance):
     """Sales from 1 April to 21 June 2011 and one row mistyped as 5 October: by first and last date the data
     would cover 2011-Q2 and 2011-Q3 (headline 2011-Q3, a quarter without a sale). The CLI offers neither: the
     export stops inside 2011-Q2 and the stray row is set aside, and it says so."""
@@ -197,7 +205,7 @@ def test_the_cli_offers_no_quarter_a_stray_row_makes(tmp_path, dagster_instance)
     )
     src = write_uci_csv(tmp_path / "sales.csv", rows)
     with pytest.raises(click.ClickException) as err:
-        run_pipeline(tmp_path / "home", source=str(src), quarters="latest", quiet=True, instance=dagster_instance)
+        run_pipeline(tmp_path / "home", source=str(src), quarters="latest", quiet=True, instance=own_instance)
     assert err.value.message == (
         "the data (2011-04-01 .. 2011-10-05) covers no complete quarter (not offered: 2011-Q2 (246 lines: its last "
         "7 days hold 0 line(s), under 25% of a typical 7 days (10): the data does not reach its end); 2011-Q4 "
