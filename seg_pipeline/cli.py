@@ -94,7 +94,7 @@ def _run_quarters(home, source, mapping, quarters, quiet, instance, refit, model
     import dagster as dg
 
     from .definitions import ALL_ASSETS, PARTITIONED, UNPARTITIONED
-    from .partitions import quarters_covered
+    from .partitions import parse_quarter, sales_quarter_plan
     from .resources import build_resources
     from .storage import superseded_quarters, table_exists
 
@@ -133,15 +133,25 @@ def _run_quarters(home, source, mapping, quarters, quiet, instance, refit, model
         console.print(f"[bold]seg_pipeline[/] home {_t(home)}")
     res, dt = step(UNPARTITIONED, None, "ingest and cleaning")
     _report_steps(instance, res, dt, "history", quiet)
+    cleaned = _step_metadata(res, "cleaned_sales")
     if not quiet:
         console.print(_files_line(res))
+        suspicious = cleaned.get("rules_rejecting_most_of_a_file")
+        for line in suspicious if isinstance(suspicious, list) else []:
+            console.print(f"[bold yellow]warning:[/] {_t(line)}", soft_wrap=True)
 
     warehouse = resources["warehouse"]
     with _connect(warehouse) as con:
         lo, hi = con.execute("SELECT min(invoice_date), max(invoice_date) FROM cleaned_sales").fetchall()[0]
-    covered = [q.key for q in quarters_covered(lo.date(), hi.date())]
+        plan = sales_quarter_plan(con)
+    covered = [q.key for q in plan.offered]
+    if not quiet and plan.set_aside:
+        console.print(f"quarters not offered: {_t(plan.set_aside_text())}", soft_wrap=True)
     if not covered:
-        raise click.ClickException(f"the data ({lo:%Y-%m-%d} .. {hi:%Y-%m-%d}) covers no complete quarter")
+        raise click.ClickException(
+            f"the data ({lo:%Y-%m-%d} .. {hi:%Y-%m-%d}) covers no complete quarter"
+            + (f" (not offered: {plan.set_aside_text()})" if plan.set_aside else "")
+        )
     if quarters == "all":
         todo = covered
     elif quarters == "latest":
@@ -164,10 +174,18 @@ def _run_quarters(home, source, mapping, quarters, quiet, instance, refit, model
     unknown = [q for q in todo if q not in covered]
     if unknown:
         raise click.ClickException(f"quarter(s) {unknown} not covered by the data; covered: {covered}")
+    stale = [q for q in cleaned.get("stale_quarters") or [] if q not in todo and q in covered]
     if not quiet:
         console.print(
-            f"data {_t(f'{lo:%Y-%m-%d}')} .. {_t(f'{hi:%Y-%m-%d}')}: {len(covered)} quarters; running {len(todo)}"
+            f"data {_t(f'{lo:%Y-%m-%d}')} .. {_t(f'{hi:%Y-%m-%d}')}: {len(covered)} quarters "
+            f"({_t(_label(covered[0]))} .. {_t(_label(covered[-1]))}); running {len(todo)}"
         )
+        if stale:
+            console.print(
+                f"[bold yellow]warning:[/] {_t(cleaned['late_sales'])}. Not refreshed by this run: "
+                f"{', '.join(parse_quarter(q).label for q in stale)}.",
+                soft_wrap=True,
+            )
     for i, q in enumerate(todo, 1):
         res, dt = step(PARTITIONED, q, f"quarter {q}")
         _report_steps(instance, res, dt, f"[{i}/{len(todo)}] {_label(q)}", quiet)
@@ -393,6 +411,15 @@ class _OneLineErrors(click.Group):
 
 def _print_lock_wait(wait) -> None:
     click.echo(terminal_plain(f"seg-pipeline: {wait.message}"), err=True)
+
+
+def _step_metadata(result, asset: str) -> dict:
+    """The metadata values of `asset`'s materialisation in a run result ({} if it did not materialise)."""
+    for m in result.get_asset_materialization_events():
+        mat = m.event_specific_data.materialization
+        if mat.asset_key.to_user_string() == asset:
+            return {k: v.value for k, v in mat.metadata.items()}
+    return {}
 
 
 def _files_line(result) -> str:

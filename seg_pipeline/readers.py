@@ -107,6 +107,7 @@ MAPPING_KEYS = (
     "date_format",
     "encoding",
     "customer_ids",
+    "cancellations",
 )
 MAPPING_MAX_BYTES = 64 << 10  # a mapping file is a few lines
 CUSTOMER_ID_RULES = ("numeric", "verbatim")
@@ -136,6 +137,9 @@ class ColumnMapping:
         date_format: "%Y%m%d"      # strptime format when dates are not ISO or m/d/Y
         encoding: latin-1          # text files; default utf-8
         customer_ids: verbatim     # keep ids as written; default numeric: 0017850, 17850.0 -> 17850
+        cancellations: {invoice_prefix: "X"}  # invoices starting with X are cancellations; `uci`: the UCI
+                                   # rules (C = cancellation, A = adjustment); `none`. Default: the UCI rules
+                                   # for a file in the UCI layout only (invoice_rule), none for any other
     """
 
     columns: dict[str, str] = field(default_factory=dict)
@@ -147,6 +151,7 @@ class ColumnMapping:
     date_format: str | None = None
     encoding: str | None = None
     customer_ids: str = "numeric"
+    cancellations: str | None = None  # None: by the file's layout (invoice_rule); "uci", "none" or "prefix:X"
 
     @classmethod
     def from_yaml(cls, path: str | Path | None) -> ColumnMapping:
@@ -204,6 +209,7 @@ class ColumnMapping:
             raise SourceError(
                 f"column mapping file {p}: `customer_ids:` must be numeric or verbatim, not {show(customer_ids)}"
             )
+        cancellations = _cancellation_rule(data.get("cancellations"), p)
         delimiter = data.get("delimiter")
         if delimiter is not None:
             delimiter = str(delimiter)
@@ -240,10 +246,54 @@ class ColumnMapping:
             date_format=data.get("date_format"),
             encoding=data.get("encoding"),
             customer_ids=customer_ids,
+            cancellations=cancellations,
         )
 
     def fingerprint(self) -> str:
         return hashlib.sha256(repr(sorted(self.__dict__.items())).encode()).hexdigest()[:16]
+
+
+def _cancellation_rule(value, path: Path) -> str | None:
+    """The mapping's `cancellations:` as the raw _invoice_rule text: "uci", "none" or "prefix:<X>"."""
+    if value is None:
+        return None
+    if value in ("uci", "none"):
+        return value
+    if isinstance(value, dict) and set(value) == {"invoice_prefix"}:
+        prefix = str(value["invoice_prefix"] or "").strip().upper()
+        if prefix:
+            return f"prefix:{prefix}"
+    raise SourceError(
+        f'column mapping file {path}: `cancellations:` must be uci, none or {{invoice_prefix: "X"}} (invoices '
+        f"starting with X are cancellations), not {value!r}"
+    )
+
+
+# The UCI Online Retail (II) spellings of the required columns: a file whose invoice, quantity, date, price and
+# customer columns all carry them (recognised or mapped; no `amount:`) is in the UCI layout, where an invoice
+# starting with C is a cancellation and one starting with A a bad-debt adjustment.
+UCI_NAMES = {
+    "invoice": ("Invoice", "InvoiceNo"),
+    "quantity": ("Quantity",),
+    "invoice_date": ("InvoiceDate",),
+    "price": ("Price", "UnitPrice"),
+    "customer_id": ("Customer ID", "CustomerID"),
+}
+
+
+def invoice_rule(cols: dict[str, str | None], mapping: ColumnMapping) -> str | None:
+    """How a file's invoice numbers mark cancellations (raw _invoice_rule): "uci" (C... cancellation, A...
+    adjustment) for a file in the UCI layout, "prefix:<X>" when the mapping says `cancellations:
+    {invoice_prefix: X}`, None otherwise (another export's ids are ids: CS-1042 is a sale; a return is
+    a negative quantity). An order-level export (no invoice column) has none."""
+    if cols.get("invoice") is None:
+        return None
+    if mapping.cancellations is not None:
+        return None if mapping.cancellations == "none" else mapping.cancellations
+    uci = not mapping.amount and all(
+        cols.get(c) is not None and _norm(cols[c]) in {_norm(n) for n in names} for c, names in UCI_NAMES.items()
+    )
+    return "uci" if uci else None
 
 
 def _did_you_mean(word: str, options) -> str:
@@ -719,7 +769,8 @@ def stage_file(
     rule = order_rule(cols, mapping)
     lineage = (
         "$file AS _source_file, $sha AS _source_sha256, CAST(NULL AS VARCHAR) AS _sheet, "
-        f"{rownum} AS _row_number, CAST($loaded_at AS TIMESTAMP) AS _loaded_at, $order_rule AS _order_rule"
+        f"{rownum} AS _row_number, CAST($loaded_at AS TIMESTAMP) AS _loaded_at, $order_rule AS _order_rule, "
+        "$invoice_rule AS _invoice_rule"
     )
     sql = _insert_sql(
         table,
@@ -728,7 +779,7 @@ def stage_file(
     )
     try:
         before = con.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchall()[0][0]
-        con.execute(sql, {**base_params, **params, "order_rule": rule})
+        con.execute(sql, {**base_params, **params, "order_rule": rule, "invoice_rule": invoice_rule(cols, mapping)})
         after = con.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchall()[0][0]
     except duckdb.Error as exc:
         raise _read_error(path, exc) from None
@@ -897,12 +948,20 @@ def _stage_xlsx(con, path: Path, table: str, mapping: ColumnMapping, base_params
                 f"SELECT\n  {_select_list(sheet_cols, sheet_mapping)},\n  "
                 "$file AS _source_file, $sha AS _source_sha256, $sheet AS _sheet, "
                 "row_number() OVER () AS _row_number, CAST($loaded_at AS TIMESTAMP) AS _loaded_at, "
-                "$order_rule AS _order_rule\n"
+                "$order_rule AS _order_rule, $invoice_rule AS _invoice_rule\n"
                 f"FROM {view} AS src",
                 transform,
             )
             params = {k: v for k, v in base_params.items() if k != "path"}  # the sheet is read by calamine
-            con.execute(sql, {**params, "sheet": sheet_name, "order_rule": order_rule(cols, mapping)})
+            con.execute(
+                sql,
+                {
+                    **params,
+                    "sheet": sheet_name,
+                    "order_rule": order_rule(cols, mapping),
+                    "invoice_rule": invoice_rule(cols, mapping),
+                },
+            )
             total += len(body)
         finally:
             con.unregister(view)
@@ -917,7 +976,7 @@ RAW_DDL = (
     + "".join(f", {alias} {kind}" for alias, kind in NATIVE.values())
     + ", _customer_native DOUBLE"
     + ", _source_file VARCHAR, _source_sha256 VARCHAR, _sheet VARCHAR, _row_number BIGINT, _loaded_at TIMESTAMP,"
-    " _order_rule VARCHAR)"
+    " _order_rule VARCHAR, _invoice_rule VARCHAR)"
 )
 
 

@@ -26,6 +26,7 @@ COLUMNS = {
     "_row_number": "Row number in the source file or sheet",
     "_loaded_at": "When the file was loaded",
     "_order_rule": "NULL for sales lines (the file has an invoice column); per_row or per_day for an order-level export (how its rows make orders)",
+    "_invoice_rule": "How the file's invoice numbers mark cancellations: uci (C... cancellation, A... adjustment; files in the UCI layout), prefix:<X> (the mapping's cancellations: {invoice_prefix: X}), NULL (none: ids are ids)",
     "quantity_value": "Quantity parsed at ingest (NULL = unparseable)",
     "price_value": "Price parsed at ingest (NULL = unparseable)",
     "invoice_ts": "Invoice date parsed at ingest (NULL = unparseable)",

@@ -1,9 +1,15 @@
 -- sales_rules (a view): every raw row being cleaned with normalised values and the first cleaning rule
 -- it breaks (rule_reason, NULL = kept), and a hash of the normalised line. Exact duplicates (lines equal
 -- after normalisation) are found separately (duplicate_lines.sql).
--- Inputs: raw_batch, the raw_transactions rows being cleaned: the rows of newly loaded source files (or
--- every row, when the cleaning SQL changed or a file was removed or replaced); batch_bounds, the scale
--- of that whole batch (sql/batch_bounds.sql), which the implausible_* rules compare values with.
+-- Every rule judges a row by its own values and its own file only, never by the other rows being cleaned
+-- with it, so a row gets the same verdict whether its file arrives alone or with others:
+-- Inputs: raw_batch, the raw_transactions rows being cleaned (the rows of newly loaded source files, or
+-- every row); sales_bounds, the scale of ALL raw rows (sql/batch_bounds.sql, one row: qty_limit,
+-- price_limit), which the implausible_* rules compare values with.
+-- Cancellations follow the file's own convention (raw _invoice_rule, set at ingest): 'uci' (a file in the
+-- UCI layout: invoice C... = cancellation, A... = bad-debt adjustment), 'prefix:<X>' (the mapping's
+-- `cancellations: {invoice_prefix: X}`), NULL (another export: its invoice ids are ids; a return is a
+-- negative quantity, non_positive_quantity).
 -- Order-level exports (no invoice column; raw _order_rule per_row or per_day) get an order key instead
 -- of an invoice: ORD-<customer>-<timestamp> (per_row: a customer's rows with the same timestamp are one
 -- order) or ORD-<customer>-<date> (per_day: a customer's rows of one day are one order).
@@ -60,18 +66,21 @@ select
         when n.price_value is null then 'unparseable_price'
         when not isfinite(n.quantity_value) then 'non_finite_quantity'
         when not isfinite(n.price_value) then 'non_finite_price'
-        when n.invoice_norm like 'C%' then 'cancellation'
-        when n.invoice_norm like 'A%' then 'adjustment'
+        when n._invoice_rule = 'uci' and starts_with(n.invoice_norm, 'C') then 'cancellation'
+        when n._invoice_rule = 'uci' and starts_with(n.invoice_norm, 'A') then 'adjustment'
+        when
+            starts_with(n._invoice_rule, 'prefix:') and starts_with(n.invoice_norm, substr(n._invoice_rule, 8))
+            then 'cancellation'
         when
             upper(n.stock_code_norm) in (select code from non_product_codes)
             or upper(n.stock_code_norm) like 'TEST%'
             or lower(n.stock_code_norm) like 'gift\_%' escape '\'
             then 'non_product_code'
-        when abs(n.quantity_value) > least(1000 * b.qty_p99, 1e9) then 'implausible_quantity'
-        when abs(n.price_value) > least(1000 * b.price_p99, 1e9) then 'implausible_price'
+        when abs(n.quantity_value) > b.qty_limit then 'implausible_quantity'
+        when abs(n.price_value) > b.price_limit then 'implausible_price'
         when n.quantity_value <= 0 then 'non_positive_quantity'
         when n.price_value <= 0 then 'non_positive_price'
         when n.customer_norm is null then 'missing_customer'
     end as rule_reason
 from keyed as n
-cross join batch_bounds as b
+cross join sales_bounds as b

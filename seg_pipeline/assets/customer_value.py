@@ -12,14 +12,14 @@ metadata also shows the calibration: predicted against actual purchases in the f
 """
 
 import json
-from datetime import datetime, time, timedelta
+from datetime import datetime, time
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from ..ml import customer_value as cv
-from ..partitions import parse_quarter, quarter_of, quarterly_partitions
+from ..partitions import parse_quarter, quarter_of, quarterly_partitions, sales_quarter_plan
 from ..resources import PipelineHome, Warehouse
 from ..sql import load_sql
 from ..storage import atomic_write_text, create_stage_from_df, publish_partition, table_exists
@@ -111,10 +111,10 @@ def _parameter_rows(
 
 
 def _calibration_window(con, q) -> tuple[datetime, datetime, int] | None:
-    """The following quarter as a holdout period, when the data cover it whole (as quarters_covered does)."""
+    """The following quarter as a holdout period, when it is a quarter the data covers (partitions.quarter_plan:
+    a stray row dated after the data does not make one)."""
     nxt = quarter_of(q.end)
-    last = con.execute("SELECT max(invoice_date) FROM cleaned_sales").fetchall()[0][0]
-    if last is None or nxt.as_of_date > last.date() + timedelta(days=1):
+    if nxt.key not in {o.key for o in sales_quarter_plan(con).offered}:
         return None
     start, end = datetime.combine(q.end, time()), datetime.combine(nxt.end, time())
     return start, end, (nxt.end - q.end).days

@@ -14,7 +14,7 @@ from .common import GROUP, OWNERS, contract_spec, gate, md_table, preview, sql_r
 TABLE = "raw_transactions"
 MAPPING_STATE = "raw_transactions.mapping"  # the column mapping the raw rows were loaded under (_pipeline_state)
 # the raw layout's version: a home loaded under an older one is loaded again (part of the mapping state)
-RAW_LAYOUT = "raw3"  # raw3: invoice_key, stock_code_key; identifiers and offsets normalised
+RAW_LAYOUT = "raw3"  # raw3: invoice_key, stock_code_key, _invoice_rule; identifiers and offsets normalised
 LOAD = "__load_raw"
 # how the rows of a file make orders (raw _order_rule), in the words the metadata shows
 ORDER_RULE_TEXT = {

@@ -61,6 +61,10 @@ def warehouse(full_run, tmp_path_factory):
         con.execute(f"CREATE TABLE __stage_{t} AS SELECT * FROM {t}")
     for t in QUARTERLY + ["segment_summary"]:
         con.execute(f"CREATE TABLE __stage_{t} AS SELECT * FROM {t} WHERE quarter = ?", [latest])
+    con.execute(  # what cleaning stages beside its output: each file's invoice rule
+        "CREATE TABLE __batch_files AS SELECT _source_file, _sheet, any_value(_invoice_rule) AS _invoice_rule, "
+        "count(*) AS rows FROM raw_transactions GROUP BY ALL"
+    )
 
     def n(sql, p=()):
         return con.execute(sql, list(p)).fetchall()[0][0]
@@ -81,6 +85,7 @@ def warehouse(full_run, tmp_path_factory):
         "cleaned_sales": {
             "rejected_table": "__stage_rejected_sales",
             "raw_rows": n("SELECT count(*) FROM raw_transactions"),
+            "batch_files": "__batch_files",
         },
         "customer_features": {"lookback_days": (fp["as_of_end"] - fp["window_start"]).days},
         "scaled_matrix": {"customer_features_rows": features_rows, "mean_tolerance": 1e-6},
@@ -180,6 +185,24 @@ CORRUPTIONS = {
         2,
     ),
 }
+
+
+def test_a_cancellation_left_in_a_uci_file_fails_the_contract_and_an_export_id_does_not(warehouse):
+    """The cancellation rule of the contract follows each file's invoice rule: a C... invoice kept from a file
+    in the UCI layout is an error; the same id in a file of another export (no invoice rule) is a sale."""
+    con, params = warehouse
+    sql = "UPDATE {bad} SET invoice = 'C' || invoice WHERE _row_number IN (SELECT _row_number FROM {bad} ORDER BY _row_number LIMIT 2)"
+    bad = _corrupted(con, "cleaned_sales", sql)
+    outcome = run_contract(con, "cleaned_sales", bad, params["cleaned_sales"])
+    assert [(o.column, o.unexpected_count) for o in outcome.failed] == [("invoice", 2)]
+    assert outcome.failed[0].rule.startswith("no cancellation or adjustment invoice where the file's invoice numbers")
+    con.execute(
+        "CREATE OR REPLACE TABLE __batch_files_export AS SELECT * REPLACE (CAST(NULL AS VARCHAR) AS _invoice_rule) FROM __batch_files"
+    )
+    outcome = run_contract(
+        con, "cleaned_sales", bad, {**params["cleaned_sales"], "batch_files": "__batch_files_export"}
+    )
+    assert outcome.failed == []
 
 
 def _corrupted(con, asset: str, sql: str) -> str:
