@@ -126,7 +126,7 @@ INSTALLED_CHECK = textwrap.dedent(
         "sql": {n: load_sql(n) for n in sql_names},
         "contracts": {n: str(load_contract(n).path) for n in contract_names},
         "segments": len(load_catalogue().segments),
-        "templates": sorted(report._env().list_templates()),
+        "templates": sorted(report._env()["md"].list_templates()),
     }))
     """
 )

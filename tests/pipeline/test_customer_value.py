@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from seg_pipeline.assets.customer_value import customer_value
+from seg_pipeline.escaping import markdown
 from seg_pipeline.partitions import quarterly_partitions
 from seg_pipeline.resources import build_resources
 from tests.conftest import read_table
@@ -235,5 +236,6 @@ def test_a_fit_that_does_not_converge_is_published_and_blocks_nothing(tmp_path, 
     assert len(wb) == 25 and set(wb["ranked_by"]) == {"revenue_at_risk"} and wb["value_at_risk"].isna().all()
     assert wb["revenue_at_risk"].tolist() == [1900.0] * 25 and wb["customer_id"].tolist() == sorted(wb["customer_id"])
     md = (home / "reports" / q / "report.md").read_text(encoding="utf-8")
-    assert f"No customer-value fit for 2011-Q3: {note}. P(alive) and CLV are left empty" in md
-    assert "Ranked by past revenue (no customer-value fit this quarter)" in md
+    # report.md shows every value as Markdown text (seg_pipeline/escaping.py)
+    assert markdown(f"No customer-value fit for 2011-Q3: {note}. P(alive) and CLV are left empty") in md
+    assert markdown("Ranked by past revenue (no customer-value fit this quarter)") in md

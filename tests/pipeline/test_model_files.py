@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from seg_pipeline.assets.model import _model_bytes
+from seg_pipeline.partitions import sync_quarters
 from seg_pipeline.tables import ModelFileError, file_sha256, load_verified
 from tests.conftest import read_table
 from tests.pipeline.helpers import failure_message, materialize
@@ -135,6 +136,9 @@ def test_planted_model_files_are_never_unpickled_on_any_path(home_copy, small_cs
     planted = {p: plant(p, marker) for p in (scaler, kept, own)}
     before = read_table(home, "SELECT * FROM segment_assignments WHERE quarter = ? ORDER BY customer_id", [q])
     model_before = _chosen(home, q)
+
+    # the session's instance is shared with other test files, whose runs register their own quarters
+    sync_quarters(dagster_instance, list(quarters))
 
     def run_model(selection=("clustering_model",)):
         return materialize(home, small_csv, list(selection), dagster_instance, partition_key=q, raise_on_error=False)

@@ -26,7 +26,7 @@ from tests.quality.conftest import ASSETS
 # The run parameters each asset passes to its contract (see the gate(...) calls in seg_pipeline/assets/*.py).
 PARAMS = {
     "raw_transactions": {},
-    "cleaned_sales": {"rejected_table": "__stage_rejected_sales", "raw_rows": 100},
+    "cleaned_sales": {"rejected_table": "__stage_rejected_sales", "raw_rows": 100, "batch_files": "__batch_files"},
     "customer_features": {"lookback_days": 365},
     "scaled_matrix": {"customer_features_rows": 100, "mean_tolerance": 1e-6},
     "clustering_model": {"business_k_min": 4, "business_k_max": 6, "silhouette_floor": 0.2, "min_cluster_share": 0.01},
