@@ -249,6 +249,8 @@ def test_a_new_source_replaces_every_output_of_the_old_one(tmp_path, two_sources
     first = read_table(home, "SELECT from_segment FROM segment_migration_history WHERE quarter = ?", [done_b[0]])
     assert set(first.from_segment) == {"new"}
     assert (home / "superseded").is_dir()  # A's models and reports kept aside, not deleted
+    # A's quarters that B covers were superseded when B's sales were published; rebuilding took each off
+    assert read_table(home, "SELECT count(*) AS n FROM _superseded_quarters").n.iloc[0] == 0
 
 
 @pytest.mark.slow  # a full run, then a failing one

@@ -533,9 +533,15 @@ def test_a_failed_quarter_on_changed_sales_keeps_every_quarter_published_before(
         "or mapping) and is kept as published until `seg-pipeline run` rebuilds it."
     )
 
-    monkeypatch.delenv("SEG_PIPELINE_FAILPOINT")
-    assert run(home, tmp_path / "edited.csv", quarters="latest", instance=dagster_instance) == quarters[1:]
-    assert read_table(home, "SELECT count(*) AS n FROM _superseded_quarters").n.iloc[0] == 0
+    # what `--quarters latest` counts as not done, and rebuilds first (a rebuild takes a quarter off the list:
+    # tests/quality/test_hostile_input.py::test_a_new_source_replaces_every_output_of_the_old_one runs it)
+    from seg_pipeline.storage import superseded_quarters
+
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        assert superseded_quarters(con) == set(quarters[1:])
+    finally:
+        con.close()
 
 
 def test_a_superseded_previous_quarter_reads_as_absent():
