@@ -34,6 +34,7 @@ from seg_pipeline.insights import analysis, plots, report
 from seg_pipeline.insights.report import REPORT_MD, Plot, ReportData
 from seg_pipeline.storage import atomic_write_csv
 from tests.conftest import read_table
+from tests.insights.test_report_files import PLOTS
 
 # what a source file may hold, and what each output must make of it
 IMG = "<img src=x onerror=alert(1)>"
@@ -132,19 +133,7 @@ def _hostile_quarter():
     history = pd.DataFrame({"from_segment": [segs[1], segs[0], "new"], "to_segment": [segs[0], segs[1], segs[0]]})
     ranks = {segs[0]: 2, segs[1]: 1}
     png = b"\x89PNG\r\n\x1a\n"
-    plot_list = [
-        Plot(n, f"title {n}", f"caption {n}", png)
-        for n in [
-            "segment_shares",
-            "lorenz",
-            "store_segment_revenue",
-            "recency_by_segment",
-            "migration_flow",
-            "migration_matrix",
-            "k_selection",
-            "p_alive_by_segment",
-        ]
-    ]
+    plot_list = [Plot(n, f"title {n}", f"caption {n}", png) for n in PLOTS]
     data = ReportData(
         quarter="2011-07-01",
         quarter_label="2011-Q3",
